@@ -1,0 +1,354 @@
+"""The composition root: builds the pipeline from a Config.
+
+``scheduler``, ``server`` and ``cli`` call only this module. One pass
+(:meth:`App.run_pass`) polls the due sources concurrently, publishes the feeds
+whose entries changed, runs the monitor over the new entries and delivers
+notifications from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+
+from feedservice.config import Config
+from feedservice.errors import FeedServiceError, NotifyError, PublishError, StorageError
+from feedservice.fetch import FetchOptions, make_session
+from feedservice.model import Entry, FeedSpec, NotifyTarget, Source
+from feedservice.notify import Notification, Notifier, build_notifier, retry_delay
+from feedservice.publish import FeedView, render_feed, write_if_changed
+from feedservice.store import OutboxItem, SourceState, Store, open_store
+from feedservice.update import PollPolicy, PollReport, poll_source, record_crash
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LEASE = timedelta(minutes=5)  # a claimed notification is retried after this if unacknowledged
+RETRY_BASE = 30.0  # seconds; notification retries back off exponentially from here...
+RETRY_CAP = 600.0  # ...to at most 10 minutes, so a receiver back after an hour hears soon
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """What one pass did, for ``feedservice once`` and the logs."""
+
+    polled: tuple[PollReport, ...] = ()
+    written: tuple[Path, ...] = ()
+    matches: int = 0
+    notified: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def failed(self) -> tuple[PollReport, ...]:
+        return tuple(r for r in self.polled if r.outcome == "error")
+
+
+class App:
+    """Everything a running feedservice needs, built from one Config.
+
+    Use as ``async with App(config) as app:``. ``clock`` and ``rng`` are injected so
+    tests control time and jitter.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.progress = progress
+        self._store: Store | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._notifiers: dict[str, Notifier] = {}
+        self._lock = asyncio.Lock()
+        self._published_since_open = False
+        self.sources = {s.name: s for s in config.sources}
+        svc = config.service
+        self.policy = PollPolicy(
+            min_interval=config.fetch.min_interval,
+            max_interval=config.fetch.max_interval,
+            max_backoff=config.fetch.max_backoff,
+            jitter=svc.jitter,
+            max_entries=config.fetch.max_entries_per_feed,
+            permalink_base=f"{svc.base_url}stories/",
+        )
+        self.fetch_options = FetchOptions(
+            connect_timeout=config.fetch.connect_timeout,
+            read_timeout=config.fetch.read_timeout,
+            total_timeout=config.fetch.total_timeout,
+            max_body_bytes=config.fetch.max_body_bytes,
+        )
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise FeedServiceError("App is not open; use 'async with App(config)'")
+        return self._store
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise FeedServiceError("App is not open; use 'async with App(config)'")
+        return self._session
+
+    def database_location(self) -> str:
+        svc = self.config.service
+        return svc.database_url or str(svc.data_dir / "feedservice.sqlite3")
+
+    async def open(self) -> None:
+        """Open the store (migrating it), register the configured sources, start HTTP.
+
+        Raises StorageError when the database cannot be opened."""
+        feeds_dir = self.config.service.feeds_dir
+        try:
+            feeds_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PublishError(f"{feeds_dir}: cannot create the feeds folder: {exc}") from exc
+        self._store = open_store(self.database_location())
+        self._store.sync_sources(self.config.sources, now=self.clock())
+        self._store.release_claims()
+        self._session = make_session(
+            max_concurrency=self.config.fetch.max_concurrency, per_host=self.config.fetch.per_host
+        )
+        self._build_notifiers()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for the pass in flight to finish (graceful shutdown). False on timeout."""
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout)
+        except TimeoutError:
+            return False
+        self._lock.release()
+        return True
+
+    # --- passes ---------------------------------------------------------------------------
+
+    async def run_once(self, *, force: bool = False) -> PassReport:
+        """Poll every due source (``force``: every source not gone or under Retry-After),
+        publish, monitor, notify. For ``feedservice once`` and cron."""
+        return await self.run_pass(force=force, publish_all=True)
+
+    async def dispatch_due(self) -> PassReport:
+        """The scheduler's one job: poll what is due; skip if a pass is still running."""
+        if self._lock.locked():
+            return PassReport()
+        return await self.run_pass(force=False, publish_all=False)
+
+    async def run_pass(self, *, force: bool, publish_all: bool) -> PassReport:
+        async with self._lock:
+            now = self.clock()
+            names = [n for n in self.store.due_sources(now, force=force) if n in self.sources]
+            reports = await self.poll_many(names)
+            touched = {r.source for r in reports if r.touched}
+            # the first pass after start-up republishes everything (the config may have
+            # changed a feed); identical bytes are not rewritten
+            if not self._published_since_open:
+                publish_all = True
+                self._published_since_open = True
+            specs = (
+                self.config.feeds
+                if publish_all
+                else tuple(f for f in self.config.feeds if touched & set(f.sources))
+            )
+            written, errors = self.publish(specs)
+            return PassReport(
+                polled=tuple(reports),
+                written=tuple(written),
+                errors=tuple(errors),
+            )
+
+    async def poll_many(self, names: Sequence[str]) -> list[PollReport]:
+        """Poll the named sources concurrently (the session bounds connections); one
+        source's failure never stops the others."""
+        limit = asyncio.Semaphore(max(1, self.config.fetch.max_concurrency))
+        done = 0
+        reports: list[PollReport] = []
+
+        async def one(name: str) -> None:
+            nonlocal done
+            async with limit:
+                reports.append(await self.poll_source(name))
+            done += 1
+            if self.progress is not None:
+                self.progress(done, len(names))
+
+        await asyncio.gather(*(one(n) for n in names))
+        return reports
+
+    async def poll_source(self, name: str) -> PollReport:
+        """Poll one source now; any failure is recorded on the source."""
+        source = self.sources[name]
+        now = self.clock()
+        try:
+            return await poll_source(
+                source,
+                store=self.store,
+                session=self.session,
+                fetch_options=self.fetch_options,
+                policy=self.policy,
+                now=now,
+                rng=self.rng,
+            )
+        except StorageError:
+            raise
+        except Exception as exc:  # a bug in one source's path must not stop the daemon
+            log.exception("source %s: poll crashed", name)
+            return record_crash(
+                source, store=self.store, policy=self.policy, now=now, rng=self.rng, error=exc
+            )
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def feed_view(self, spec: FeedSpec) -> FeedView:
+        base = self.config.service.base_url
+        return FeedView(
+            name=spec.name, title=spec.title, self_base=base, description=spec.description
+        )
+
+    def publish(self, specs: Iterable[FeedSpec]) -> tuple[list[Path], list[str]]:
+        """Render and write each feed in its formats; only changed files are replaced."""
+        written: list[Path] = []
+        errors: list[str] = []
+        feeds_dir = self.config.service.feeds_dir
+        for spec in specs:
+            try:
+                entries = self.store.latest_entries(spec.sources, spec.limit)
+                view = self.feed_view(spec)
+                for fmt in spec.formats:
+                    path = feeds_dir / f"{spec.name}.{fmt}"
+                    if write_if_changed(path, render_feed(view, entries, fmt)):
+                        written.append(path)
+            except FeedServiceError as exc:
+                log.error("feed %s: %s", spec.name, exc)
+                errors.append(f"feed {spec.name}: {exc}")
+        return written, errors
+
+    # --- notifications --------------------------------------------------------------------
+
+    def _build_notifiers(self) -> None:
+        """One notifier per distinct target; a bad target stops start-up (ConfigError)."""
+        self._notifiers = {}
+        for watch in self.config.watches:
+            for target in watch.notify:
+                key = target_key(target)
+                if key not in self._notifiers:
+                    self._notifiers[key] = build_notifier(
+                        target, session=self.session, smtp=self.config.smtp
+                    )
+
+    async def deliver_notifications(self) -> int:
+        """Send what is due in the outbox; failures are retried later with backoff.
+
+        At least once: an item is marked delivered only after its channel accepted it;
+        a crash in between sends it again after restart with the same idempotency key."""
+        now = self.clock()
+        items = self.store.claim_due(now=now, lease_until=now + OUTBOX_LEASE)
+        if not items:
+            return 0
+        limit = asyncio.Semaphore(8)
+
+        async def one(item: OutboxItem) -> bool:
+            notifier = self._notifiers.get(item.target)
+            if notifier is None:
+                self.store.mark_attempt_failed(
+                    item.pk,
+                    error="this notify target is no longer configured",
+                    next_attempt_at=now,
+                    permanent=True,
+                )
+                return False
+            async with limit:
+                try:
+                    await notifier.send(Notification.from_json(item.payload))
+                except (NotifyError, ValueError) as exc:
+                    permanent = isinstance(exc, ValueError) or exc.permanent
+                    delay = retry_delay(
+                        item.attempts + 1, self.rng, base=RETRY_BASE, cap=RETRY_CAP
+                    )
+                    if isinstance(exc, NotifyError) and exc.retry_after:
+                        delay = max(delay, exc.retry_after)
+                    log.warning(
+                        "notify %s: %s%s",
+                        getattr(notifier, "label", notifier.channel),
+                        exc,
+                        " (giving up)" if permanent else f" (retry in {delay:.0f}s)",
+                    )
+                    self.store.mark_attempt_failed(
+                        item.pk,
+                        error=str(exc),
+                        next_attempt_at=self.clock() + timedelta(seconds=delay),
+                        permanent=permanent,
+                    )
+                    return False
+            self.store.mark_delivered(item.pk, now=self.clock())
+            return True
+
+        results = await asyncio.gather(*(one(i) for i in items))
+        return sum(results)
+
+    # --- queries for the server and the CLI ----------------------------------------------
+
+    def story_entry(self, source: str, slug: str) -> Entry | None:
+        link = f"{self.policy.permalink_base}{source}/{slug}.html"
+        return self.store.entry_by_link(link)
+
+    def source_states(self) -> list[SourceState]:
+        return self.store.source_states()
+
+    def failing_sources(self) -> list[SourceState]:
+        return [s for s in self.store.source_states() if s.failures or s.gone or s.last_error]
+
+    def published_feeds(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(name, title, formats) of every published feed, for the index page."""
+        return [(f.name, f.title, f.formats) for f in self.config.feeds]
+
+    def seconds_until_due(self) -> float | None:
+        due = self.store.next_due_at()
+        if due is None:
+            return None
+        return max(0.0, (due - self.clock()).total_seconds())
+
+    def source(self, name: str) -> Source | None:
+        return self.sources.get(name)
+
+
+def target_key(target: NotifyTarget) -> str:
+    """How a notify target is named in the outbox (stable across restarts)."""
+    return json.dumps(
+        {"kind": target.kind, "target": target.target, "argv": list(target.argv)}, sort_keys=True
+    )

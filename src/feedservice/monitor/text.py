@@ -1,0 +1,272 @@
+"""Text features for the monitor: tokens, stems, rule-based entities, numbers and dates.
+
+Pure functions, no I/O. The extractor is deliberately simple and rule-based (issue 4: "the default
+needs no model download"): capitalised sequences, acronyms, years, month-day dates and numbers.
+ECB+-style news pairs of events in one topic differ mostly in *who*, *where* and *when*, so those
+features are kept apart from the bag of words and weighted on their own in :mod:`.score`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from feedservice.model import Entry
+
+STOPWORDS: frozenset[str] = frozenset(
+    """
+    a about above after again against all almost also although always am among an and another any
+    anyone anything are around as at be became because become been before being below between both
+    but by can cannot could did do does doing done down during each either else ever every few for
+    from further get gets getting go goes going gone got had has have having he her here hers herself
+    him himself his how however i if in into is it its itself just last least less like made make
+    many may me might more most much must my myself near neither never new next no nor not now of off
+    often on once one only or other others our ours ourselves out over own per perhaps put rather
+    said same say says see seen several shall she should since so some still such than that the their
+    theirs them themselves then there these they this those though through thus to too under until
+    up upon us very was we well were what when where whether which while who whom whose why will with
+    within without would yet you your yours yourself yourselves told tell according including
+    mr mrs ms dr according week weeks year years day days time times today yesterday tomorrow
+    s t re ve ll d m
+    """.split()
+)
+
+MONTHS: dict[str, int] = {
+    name: i + 1
+    for i, names in enumerate(
+        [
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ]
+    )
+    for name in names
+}
+WEEKDAYS: frozenset[str] = frozenset(
+    "monday tuesday wednesday thursday friday saturday sunday".split()
+)
+# Capitalised words that glue a name together ("Bank of America", "Gulf of Aden").
+_NAME_GLUE = frozenset({"of", "de", "del", "da", "van", "von", "al", "bin", "la", "le", "du"})
+
+# Dateline and byline words that look like names or acronyms.
+_BOILERPLATE = frozenset(
+    "am pm gmt bst est edt pst pdt cst cdt utc et published updated posted by breaking news"
+    " video photo photos ap afp reuters copyright read more".split()
+)
+
+_TAG_RE = re.compile(r"<[^>]+>")
+_BLOCK_RE = re.compile(r"</?(?:p|div|br|li|h[1-6]|blockquote|tr|section|article)\b[^>]*>", re.I)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9]+(?:[.'’&][A-Za-z0-9]+)*\.?")
+_SENT_SPLIT_RE = re.compile(r"(?<=[.!?\"”])\s+(?=[\"“‘(]?[A-Z0-9])")
+_YEAR_RE = re.compile(r"^(1[89]\d\d|20\d\d)$")
+_NUM_RE = re.compile(r"^\d+(?:\.\d+)?$")
+_ORDINAL_RE = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)$")
+
+
+def html_to_paragraphs(content_html: str) -> list[str]:
+    """Split sanitised HTML into plain-text paragraphs (block elements and line breaks)."""
+    marked = _BLOCK_RE.sub("\n", content_html)
+    text = html.unescape(_TAG_RE.sub(" ", marked))
+    return [" ".join(p.split()) for p in text.split("\n") if p.strip()]
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """A cheap sentence splitter: good enough to know which word starts a sentence."""
+    return [s for s in _SENT_SPLIT_RE.split(paragraph) if s.strip()]
+
+
+def stem(word: str) -> str:
+    """A light, conservative suffix stripper (plural/-ing/-ed), enough to join word forms."""
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("sses"):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    if word.endswith("ing") and len(word) > 6:
+        return word[:-3]
+    if word.endswith("ed") and len(word) > 5:
+        return word[:-2]
+    return word
+
+
+def _clean(token: str) -> str:
+    token = token.replace("’", "'")
+    if token.endswith("'s") or token.endswith("'S"):
+        token = token[:-2]
+    return token.rstrip(".'")
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the monitor knows about one text.
+
+    ``terms``: stem -> weighted count (title counted ``TITLE_WEIGHT`` times); ``entities``: lowercase
+    name words and acronyms -> count; ``names``: display forms of multi-word names in first-seen
+    order; ``times``: years (``y:2013``), month-day dates (``md:5-3``) and weekdays (``wd:friday``);
+    ``numbers``: other numbers (``n:23``).
+    """
+
+    terms: dict[str, float]
+    entities: dict[str, float]
+    names: tuple[str, ...]
+    times: frozenset[str]
+    numbers: frozenset[str]
+    length: int
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every key that goes into the corpus statistics (terms, entities and times)."""
+        return frozenset(self.terms) | {f"e:{e}" for e in self.entities} | self.times
+
+
+TITLE_WEIGHT = 2.0
+
+
+def _is_headline(tokens: list[str]) -> bool:
+    """Title Case or ALL CAPS lines make every word look like a name."""
+    words = [t for t in tokens if t[:1].isalpha() and len(t) > 3]
+    if len(words) < 3:
+        return False
+    caps = sum(1 for t in words if t[0].isupper())
+    return caps >= 0.7 * len(words)
+
+
+def _next_is_capital(tokens: list[str]) -> bool:
+    return len(tokens) > 1 and tokens[1][:1].isupper() and tokens[1].lower() not in STOPWORDS
+
+
+def analyse(title: str, paragraphs: list[str]) -> Features:
+    """Extract :class:`Features` from a title and plain-text paragraphs."""
+    sentences: list[tuple[list[str], float]] = []
+    if title.strip():
+        sentences.append(([_clean(t) for t in _TOKEN_RE.findall(title)], TITLE_WEIGHT))
+    for paragraph in paragraphs:
+        for sentence in split_sentences(paragraph):
+            sentences.append(([_clean(t) for t in _TOKEN_RE.findall(sentence)], 1.0))
+
+    # A capitalised word at the start of a sentence or in a Title Case headline counts as a name
+    # only if the text also capitalises it mid-sentence ("Somehow Reid ..." -> Reid, not Somehow).
+    heads = [_is_headline(toks) for toks, _ in sentences]
+    mid_caps = {
+        t.lower()
+        for (toks, _), head in zip(sentences, heads, strict=True)
+        if not head
+        for t in toks[1:]
+        if t[:1].isupper()
+    }
+    body_less = len(sentences) <= 1
+    terms: Counter[str] = Counter()
+    entities: Counter[str] = Counter()
+    names: dict[str, None] = {}
+    times: set[str] = set()
+    numbers: set[str] = set()
+    length = 0
+
+    for (tokens, weight), headline in zip(sentences, heads, strict=True):
+        run: list[str] = []
+
+        def flush(run: list[str]) -> None:
+            while run and run[-1].lower() in _NAME_GLUE:
+                run.pop()
+            if len(run) >= 2:
+                names.setdefault(" ".join(run), None)
+            elif len(run) == 1 and (len(run[0]) > 1):
+                names.setdefault(run[0], None)
+            run.clear()
+
+        for i, tok in enumerate(tokens):
+            if not tok:
+                continue
+            low = tok.lower()
+            length += 1
+            # --- numbers and dates
+            if tok[0].isdigit():
+                flush(run)
+                m = _ORDINAL_RE.match(low)
+                day = int(m.group(1)) if m else (int(low) if low.isdigit() and len(low) <= 2 else 0)
+                if _YEAR_RE.match(low):
+                    times.add(f"y:{low}")
+                elif 1 <= day <= 31 and i > 0 and tokens[i - 1].lower().rstrip(".") in MONTHS:
+                    times.add(f"md:{MONTHS[tokens[i - 1].lower().rstrip('.')]}-{day}")
+                elif (
+                    1 <= day <= 31
+                    and i + 2 < len(tokens)
+                    and tokens[i + 1].lower() == "of"
+                    and tokens[i + 2].lower() in MONTHS
+                ) or (1 <= day <= 31 and i + 1 < len(tokens) and tokens[i + 1].lower() in MONTHS):
+                    month = tokens[i + 2] if tokens[i + 1].lower() == "of" else tokens[i + 1]
+                    times.add(f"md:{MONTHS[month.lower()]}-{day}")
+                elif _NUM_RE.match(low):
+                    numbers.add(f"n:{low}")
+                continue
+            if low in WEEKDAYS:
+                flush(run)
+                times.add(f"wd:{low}")
+                continue
+            stemmed = stem(low)
+            if low not in STOPWORDS and len(low) > 1 and low not in MONTHS:
+                terms[stemmed] += weight
+            # --- names
+            is_acronym = tok.isupper() and 2 <= len(tok.replace(".", "")) <= 6
+            capital = tok[0].isupper()
+            if capital and (low in STOPWORDS or low in MONTHS):
+                if run and low in _NAME_GLUE:
+                    run.append(tok)
+                else:
+                    flush(run)
+                continue
+            if low in _BOILERPLATE or "'" in tok:
+                capital = is_acronym = False  # "PUBLISHED 5:03 PM", "I'm"
+            elif (
+                capital
+                and (i == 0 or headline)
+                and not body_less
+                and low not in mid_caps
+                and not (i == 0 and not headline and _next_is_capital(tokens))
+            ):
+                capital = is_acronym = False  # an ordinary word starting a sentence / headline
+            if capital or is_acronym:
+                run.append(tok)
+                entities[low.replace(".", "")] += weight
+            elif run and low in _NAME_GLUE:
+                run.append(tok)
+            else:
+                flush(run)
+        flush(run)
+
+    return Features(
+        terms=dict(terms),
+        entities=dict(entities),
+        names=tuple(names),
+        times=frozenset(times),
+        numbers=frozenset(numbers),
+        length=length,
+    )
+
+
+def entry_text(entry: Entry) -> tuple[str, list[str]]:
+    """The title and plain-text paragraphs of an entry (content, else the summary)."""
+    paragraphs = html_to_paragraphs(entry.content_html) if entry.content_html else []
+    if not paragraphs and entry.summary:
+        paragraphs = [entry.summary]
+    return entry.title, paragraphs
+
+
+def analyse_entry(entry: Entry) -> Features:
+    """:func:`analyse` applied to an entry's title and content."""
+    title, paragraphs = entry_text(entry)
+    return analyse(title, paragraphs)

@@ -1,0 +1,183 @@
+"""Email channel: one plain-text message per notification, sent over SMTP.
+
+smtplib blocks, so each send runs in a worker thread (``asyncio.to_thread``) and never stalls
+the event loop that serves feeds. The Message-ID is derived from the idempotency key, so a
+redelivered notification carries the same Message-ID and mail clients and list servers that
+dedupe on it show it once (RFC 5322 section 3.6.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+
+from feedservice.config import SmtpConfig
+from feedservice.errors import ConfigError, NotifyError
+from feedservice.notify._base import Notification
+
+__all__ = ["EmailNotifier", "build_message"]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace: a title with a newline must not break (or inject) a header."""
+    return " ".join(text.split())
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+
+
+def _domain_of(address: str) -> str:
+    _, _, domain = address.rpartition("@")
+    domain = domain.strip().strip(">")
+    return domain or "feedservice.invalid"
+
+
+def _check_addr_spec(what: str, value: str) -> None:
+    """Raise ConfigError unless ``value`` is a bare ``local@domain`` with no CR/LF."""
+    try:
+        parsed = Address(addr_spec=value)
+    except (ValueError, IndexError, TypeError, HeaderParseError) as exc:
+        raise ConfigError(f"email: {what} {value!r} is not an email address: {exc}") from exc
+    if not parsed.username or not parsed.domain:
+        raise ConfigError(f"email: {what} {value!r} is not an email address")
+
+
+def build_message(n: Notification, *, sender: str, recipient: str, date: datetime) -> EmailMessage:
+    """The email for ``n``: subject ``[feedservice] <watch title>: <entry title>``, a text body
+    with the link, score and reasons, and a Message-ID derived from ``n.key``.
+
+    ``date`` (timezone-aware) becomes the Date header. Raises ValueError when an address
+    cannot be used in a header.
+    """
+    msg = EmailMessage()
+    msg["Subject"] = f"[feedservice] {_one_line(n.watch_title)}: {_one_line(n.title)}"
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Date"] = format_datetime(date.astimezone(UTC))
+    # Same key -> same Message-ID on every redelivery; the sender's domain keeps it globally
+    # unique across installations (RFC 5322 section 3.6.4: id-left "@" id-right).
+    msg["Message-ID"] = f"<feedservice.{n.key}@{_domain_of(parseaddr(sender)[1])}>"
+    # RFC 3834: mark the mail as machine-generated so autoresponders do not answer it.
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Feedservice-Watch"] = n.watch
+    msg["X-Feedservice-Key"] = n.key
+
+    lines = [_one_line(n.title) or "(untitled)"]
+    if n.link:
+        lines.append(n.link)
+    lines += [
+        "",
+        f"Watch:     {n.watch_title} ({n.watch})",
+        f"Source:    {n.source}",
+        f"Published: {n.published.isoformat().replace('+00:00', 'Z')}",
+        f"Score:     {n.score:.3f}",
+    ]
+    if n.reasons:
+        lines += ["", "Why it matched:"]
+        lines += [f"  - {reason}" for reason in n.reasons]
+    lines += ["", "-- ", f"feedservice; entry id {n.entry_id}"]
+    msg.set_content("\n".join(lines) + "\n")
+    return msg
+
+
+class EmailNotifier:
+    """Send each notification to ``address`` through the SMTP server in ``smtp``.
+
+    Connects per message (notifications are rare; a held connection would time out between
+    them), upgrades with STARTTLS when ``smtp.starttls`` (certificate verified), logs in when
+    ``smtp.username`` is set. ``clock`` gives the Date header (injected for tests).
+
+    Raises ConfigError at construction when ``address`` or the sender is not an addr-spec.
+    """
+
+    channel = "email"
+
+    def __init__(
+        self,
+        address: str,
+        smtp: SmtpConfig,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        _check_addr_spec("address", address)
+        # The sender may carry a display name ("Feeds <feeds@example.org>"); the envelope
+        # (MAIL FROM) and the Message-ID domain use the bare address.
+        if "\r" in smtp.sender or "\n" in smtp.sender:
+            raise ConfigError(f"email: smtp sender {smtp.sender!r} is not an email address")
+        _, sender_addr = parseaddr(smtp.sender)
+        _check_addr_spec("smtp sender", sender_addr or smtp.sender)
+        self._sender_addr = sender_addr
+        self.address = address
+        self.label = f"email {address}"
+        self._smtp = smtp
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"EmailNotifier({self.address!r}, host={self._smtp.host!r})"
+
+    async def send(self, n: Notification) -> None:
+        """Send ``n`` once.
+
+        Raises NotifyError: permanent when the server answers 5xx (RFC 5321 section 4.2.1:
+        "permanent negative completion", e.g. recipient refused, authentication rejected) or
+        lacks STARTTLS that we were told to use; transient for 4xx answers, connection
+        failures, timeouts and disconnects.
+        """
+        msg = build_message(n, sender=self._smtp.sender, recipient=self.address, date=self._clock())
+        await asyncio.to_thread(self._deliver, msg)
+
+    def _deliver(self, msg: EmailMessage) -> None:
+        cfg = self._smtp
+        where = f"SMTP {cfg.host}:{cfg.port} to {self.address}"
+        try:
+            with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout) as client:
+                client.ehlo_or_helo_if_needed()
+                if cfg.starttls:
+                    client.starttls(context=ssl.create_default_context())
+                    client.ehlo()
+                if cfg.username:
+                    client.login(cfg.username, cfg.password or "")
+                # One recipient: a refusal raises SMTPRecipientsRefused, never a partial dict.
+                client.send_message(msg, from_addr=self._sender_addr, to_addrs=[self.address])
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            text = "; ".join(f"{code} {_text(reply)}" for code, reply in exc.recipients.values())
+            raise NotifyError(
+                f"{where}: recipient refused: {text}",
+                channel=self.channel,
+                permanent=bool(codes) and all(code >= 500 for code in codes),
+            ) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise NotifyError(f"{where}: {exc}", channel=self.channel, permanent=True) from exc
+        except smtplib.SMTPResponseException as exc:
+            # Sender refused, data refused, authentication failed, connect refused with a code.
+            raise NotifyError(
+                f"{where}: {exc.smtp_code} {_text(exc.smtp_error)}".rstrip(),
+                channel=self.channel,
+                permanent=exc.smtp_code >= 500,
+            ) from exc
+        except smtplib.SMTPException as exc:
+            # SMTPServerDisconnected and friends: the server went away mid-conversation.
+            raise NotifyError(
+                f"{where}: {type(exc).__name__}: {exc}", channel=self.channel
+            ) from exc
+        except TimeoutError as exc:
+            raise NotifyError(
+                f"{where}: no answer within {cfg.timeout:g} s", channel=self.channel
+            ) from exc
+        except OSError as exc:  # refused, unreachable, TLS handshake failure (ssl.SSLError)
+            raise NotifyError(
+                f"{where}: {type(exc).__name__}: {exc}", channel=self.channel
+            ) from exc

@@ -1,0 +1,1335 @@
+"""Bytes -> :class:`RawFeed` / :class:`RawItem`: feed documents and local story files.
+
+Feeds (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.0/1.1) take one of three paths:
+
+* JSON Feed: :mod:`json`, mapped field by field (https://www.jsonfeed.org/version/1.1/).
+* XML, fast path: fastfeedparser (lxml plus a native extractor, about 60x feedparser's
+  throughput here; see ``bench/parse.py``). It neither sanitises nor resolves links: the
+  normalise step does both for every entry, whatever parser produced it (issue 3, item 5).
+* XML, fallback: feedparser, for documents the fast path rejects or reads as empty. Its
+  ``parse()`` never raises, so the bozo policy below decides (after lemon24/reader's
+  ``_parser/feedparser.py``): bozo with entries is accepted; no entries plus a real XML
+  or encoding error, or no recognisable feed at all, is a :class:`ParseError`.
+
+Hostile input (issue 3, item 6): neither parser expands entities or loads DTDs or
+external entities (lxml runs with ``resolve_entities=False`` and no network; feedparser's
+SAX reader has external general entities off), so entity bombs stay small and an XXE
+``SYSTEM`` entity never reads a local file. Nothing here does network I/O.
+
+Before the fast path the body is transcoded to UTF-8 when it is not UTF-8 already, so a
+wrong charset label cannot garble it: a byte-order mark wins, then valid UTF-8, then the
+HTTP charset, then the XML declaration, then windows-1252 (which, as in the WHATWG Encoding
+Standard, also stands in for ISO-8859-1 and US-ASCII labels).
+
+Story files (``.txt``, ``.md``/``.markdown``, ``.json``) are read by :func:`parse_story`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import codecs
+import dataclasses
+import difflib
+import html
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from email.utils import parsedate_tz
+from html.entities import name2codepoint
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser
+import yaml
+from lxml import etree  # type: ignore[import-untyped]  # no stubs in the venv
+from markdown_it import MarkdownIt
+
+from feedservice.errors import ParseError
+from feedservice.model import RawFeed, RawItem
+
+__all__ = [
+    "STORY_SUFFIXES",
+    "is_story_file",
+    "parse_date",
+    "parse_feed",
+    "parse_story",
+]
+
+STORY_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".json")
+
+_JSONFEED_PREFIX = "https://jsonfeed.org/version/"
+
+# --- public entry points -----------------------------------------------------------------------
+
+
+def parse_feed(
+    body: bytes, *, url: str, content_type: str | None = None, max_items: int = 500
+) -> RawFeed:
+    """Parse one feed document into a :class:`RawFeed` (unsanitised HTML, UTC dates).
+
+    ``url`` is where the body came from (an http(s) URL or a file path): it names the feed
+    in errors and is the last-resort base for relative links. ``content_type`` is the HTTP
+    Content-Type, whose charset is a hint for the encoding. At most ``max_items`` items are
+    kept, the first ones in document order, after dropping repeats of an id seen earlier.
+
+    Raises:
+        ParseError: the body is empty, an HTML page, binary garbage, JSON that is not a
+            JSON Feed, or XML that neither parser reads as a feed.
+    """
+    if not body or body.isspace():
+        raise ParseError("empty body: expected an RSS, Atom or JSON Feed document", url=url)
+    charset = _http_charset(content_type)
+    text_start = _sniff_start(body)
+    if text_start.startswith(("{", "[")):
+        feed = _parse_json_feed(body, url=url)
+    else:
+        if _looks_like_html(text_start):
+            raise ParseError(
+                "an HTML page, not a feed: expected an RSS, Atom or JSON Feed document", url=url
+            )
+        # Whitespace before the XML declaration is a fatal error in XML but common in feeds.
+        utf8 = _to_utf8(body, charset).lstrip()
+        fast = _parse_fast(utf8, url=url, max_items=max_items)
+        if fast is not None:
+            return fast
+        # feedparser gets the transcoded bytes too, and no HTTP charset to contradict them.
+        feed = _parse_feedparser(utf8, url=url, content_type=_without_charset(content_type))
+        ttl = _find_ttl(utf8)
+        if ttl is not None:
+            feed = dataclasses.replace(feed, ttl=ttl)
+    return dataclasses.replace(feed, items=_cap_items(feed.items, max_items))
+
+
+def is_story_file(name: str) -> bool:
+    """True when ``name`` (a file name or POSIX path) is a story: a known suffix, not hidden."""
+    base = name.rsplit("/", 1)[-1]
+    if not base or base.startswith((".", "~", "#")):
+        return False
+    return base.lower().endswith(STORY_SUFFIXES)
+
+
+def parse_story(data: bytes, *, path: str) -> RawItem:
+    """Parse one story file; ``path`` is relative to the source directory (POSIX).
+
+    The suffix of ``path`` chooses the format: ``.txt`` (title line, then paragraphs),
+    ``.md``/``.markdown`` (optional YAML front matter, Markdown body) or ``.json``.
+
+    Raises:
+        ParseError: with ``path`` and, when known, ``line``: an empty file, malformed
+            front matter or JSON, a missing title, or a field of the wrong type.
+    """
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix not in STORY_SUFFIXES:
+        raise ParseError(
+            f"not a story file: expected one of {', '.join(STORY_SUFFIXES)}", path=path
+        )
+    text = _decode_text(data)
+    if not text.strip():
+        raise ParseError("empty file: expected a title and a body", path=path)
+    if suffix == ".txt":
+        return _parse_txt(text, path=path)
+    if suffix == ".json":
+        return _parse_story_json(text, path=path)
+    return _parse_markdown(text, path=path)
+
+
+def parse_date(value: object) -> datetime | None:
+    """A timezone-aware UTC datetime from a feed or front-matter date, or None if unreadable.
+
+    Reads RFC 3339 / ISO 8601 (``Z``, ``+0000``, a space for ``T``, date only), RFC 822 /
+    RFC 2822 and its common breakage (no or wrong weekday, full month names, two-digit
+    years, named zones such as CET or JST, ``GMT+2``), ``datetime``/``date`` objects, and as
+    a last resort feedparser's date handlers. A value without a zone is taken as UTC; a
+    date alone is midnight UTC.
+    """
+    if isinstance(value, datetime):
+        return _as_utc(value)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > 100:
+        return None
+    if len(text) >= 20 and text[4] == "-" and text[10] == "T":
+        try:  # the common RFC 3339 shape, parsed in C
+            return _as_utc(datetime.fromisoformat(text))
+        except ValueError:
+            pass
+    return _parse_iso(text) or _parse_rfc822(text) or _parse_date_feedparser(text)
+
+
+# --- dates ------------------------------------------------------------------------------------
+
+_ISO_RE = re.compile(
+    r"(\d{4})-?(\d{2})-?(\d{2})"
+    r"(?:[T ]+(\d{1,2}):?(\d{2})(?::?(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?",
+    re.IGNORECASE,
+)
+
+_TZ_OFFSETS: dict[str, int] = {  # minutes east of UTC; RFC 822 names plus common extras
+    "UT": 0,
+    "UTC": 0,
+    "GMT": 0,
+    "Z": 0,
+    "WET": 0,
+    "WEST": 60,
+    "BST": 60,
+    "CET": 60,
+    "MET": 60,
+    "CEST": 120,
+    "MEST": 120,
+    "EET": 120,
+    "EEST": 180,
+    "MSK": 180,
+    "IST": 330,
+    "SGT": 480,
+    "HKT": 480,
+    "AWST": 480,
+    "JST": 540,
+    "KST": 540,
+    "ACST": 570,
+    "ACDT": 630,
+    "AEST": 600,
+    "AEDT": 660,
+    "NZST": 720,
+    "NZDT": 780,
+    "EST": -300,
+    "EDT": -240,
+    "CST": -360,
+    "CDT": -300,
+    "MST": -420,
+    "MDT": -360,
+    "PST": -480,
+    "PDT": -420,
+    "AKST": -540,
+    "AKDT": -480,
+    "HST": -600,
+}
+
+_MONTHS = {
+    name: i
+    for i, names in enumerate(
+        (
+            ("jan", "january", "janv", "jän"),
+            ("feb", "february", "febr", "févr"),
+            ("mar", "march", "mär", "mars"),
+            ("apr", "april", "avr"),
+            ("may", "mai"),
+            ("jun", "june", "juin"),
+            ("jul", "july", "juil"),
+            ("aug", "august", "aoû"),
+            ("sep", "sept", "september"),
+            ("oct", "october", "okt"),
+            ("nov", "november"),
+            ("dec", "december", "dez", "déc"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+
+_RFC822_RE = re.compile(
+    r"^(?:[^\W\d]+\.?,?\s*)?"  # weekday, often wrong or misspelled: ignored
+    r"(\d{1,2})[\s-]+([^\W\d]+)\.?[\s-]+(\d{2,4})"  # 2 Nov 2011 / 02-Nov-11
+    r"(?:[\sT,]+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?)?"  # 17:25[:27]
+    r"\s*(?:([A-Za-z]{1,5})?\s*([+-]\d{1,2}(?::?\d{2})?)?)?"  # GMT / +0000 / GMT+2
+    r"\s*(?:\([^)]*\))?\s*$",
+)
+
+_RFC822_MONTH_FIRST_RE = re.compile(  # "Nov 2, 2011 17:25 +0000" and "Wed Nov 02 2011 ..."
+    r"^(?:[^\W\d]+,?\s+)?([^\W\d]+)\.?\s+(\d{1,2}),?\s+(\d{4})"
+    r"(?:[\sT,]+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?)?"
+    r"\s*(?:([A-Za-z]{1,5})?\s*([+-]\d{1,2}(?::?\d{2})?)?)?\s*(?:\([^)]*\))?\s*$",
+)
+
+
+def _as_utc(value: datetime) -> datetime | None:
+    try:
+        if value.tzinfo is None or value.utcoffset() is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _offset_minutes(sign_part: str) -> int | None:
+    sign = -1 if sign_part[0] == "-" else 1
+    digits = sign_part[1:].replace(":", "")
+    if len(digits) <= 2:
+        hours, minutes = int(digits), 0
+    else:
+        hours, minutes = int(digits[:-2]), int(digits[-2:])
+    if hours > 23 or minutes > 59:
+        return None
+    return sign * (hours * 60 + minutes)
+
+
+def _build(
+    year: int,
+    month: int,
+    day: int,
+    hour: int,
+    minute: int,
+    second: int,
+    micro: int,
+    offset: int,
+) -> datetime | None:
+    try:
+        extra = timedelta(0)
+        if hour == 24:  # "24:00" is midnight of the next day
+            hour, extra = 0, timedelta(days=1)
+        if second == 60:  # a leap second: the instant after 59
+            second, extra = 59, extra + timedelta(seconds=1)
+        local = datetime(
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micro,
+            tzinfo=timezone(timedelta(minutes=offset)),
+        )
+        return (local + extra).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _parse_iso(text: str) -> datetime | None:
+    m = _ISO_RE.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    offset = 0
+    if zone and zone[0] in "+-":
+        found = _offset_minutes(zone)
+        if found is None:
+            return None
+        offset = found
+    micro = int((frac or "0")[:6].ljust(6, "0"))
+    return _build(
+        int(year),
+        int(month),
+        int(day),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        micro,
+        offset,
+    )
+
+
+def _year(text: str) -> int:
+    year = int(text)
+    if len(text) == 2:  # RFC 822 two-digit years; RFC 2822 section 4.3
+        year += 2000 if year < 50 else 1900
+    return year
+
+
+def _zone(name: str | None, numeric: str | None) -> int | None:
+    offset = 0
+    if name:
+        known = _TZ_OFFSETS.get(name.upper())
+        if known is None:
+            if numeric is None:
+                return None
+        else:
+            offset = known
+    if numeric:
+        found = _offset_minutes(numeric)
+        if found is None:
+            return None
+        offset += found
+    return offset
+
+
+def _parse_rfc822(text: str) -> datetime | None:
+    m = _RFC822_RE.match(text)
+    if m is not None:
+        day, mon, year, hour, minute, second, zname, znum = m.groups()
+    else:
+        m = _RFC822_MONTH_FIRST_RE.match(text)
+        if m is None:
+            return _parse_email_date(text)
+        mon, day, year, hour, minute, second, zname, znum = m.groups()
+    month = _MONTHS.get(mon.lower())
+    offset = _zone(zname, znum)
+    if month is None or offset is None:
+        return _parse_email_date(text)
+    return _build(
+        _year(year),
+        month,
+        int(day),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        0,
+        offset,
+    )
+
+
+def _parse_email_date(text: str) -> datetime | None:
+    try:
+        parts = parsedate_tz(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parts is None:
+        return None
+    try:
+        stamp = calendar.timegm(parts[:9]) - (parts[9] or 0)
+        return datetime.fromtimestamp(stamp, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _parse_date_feedparser(text: str) -> datetime | None:
+    try:
+        parsed = feedparser.datetimes._parse_date(text)
+    except Exception:  # feedparser's handlers raise assorted errors on junk
+        return None
+    if parsed is None:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(parsed), UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+# --- encodings --------------------------------------------------------------------------------
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_XML_DECL_RE = re.compile(rb"^\s*<\?xml[^>]*?\?>")
+_XML_ENCODING_RE = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_CHARSET_RE = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+# WHATWG Encoding Standard: these labels all mean windows-1252 on the web.
+_AS_CP1252 = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1", "us-ascii", "ascii", "cp819"}
+
+
+def _http_charset(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    m = _CHARSET_RE.search(content_type)
+    return m.group(1) if m else None
+
+
+def _without_charset(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    return content_type.split(";", 1)[0].strip() or None
+
+
+def _codec(label: str | None) -> str | None:
+    if not label:
+        return None
+    lowered = label.strip().lower()
+    if lowered in _AS_CP1252:
+        return "cp1252"
+    try:
+        return codecs.lookup(lowered).name
+    except LookupError:
+        return None
+
+
+def _bom_encoding(body: bytes) -> tuple[str, int] | None:
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return name, len(bom)
+    # UTF-16 without a BOM still starts with "<" as one 16-bit unit (XML 1.0 appendix F).
+    if body[:2] == b"<\x00" and body[3:4] == b"\x00":
+        return "utf-16-le", 0
+    if body[:2] == b"\x00<" and body[2:3] == b"\x00":
+        return "utf-16-be", 0
+    return None
+
+
+def _sniff_start(body: bytes) -> str:
+    """The first few characters of the document, decoded just well enough to sniff its kind."""
+    head = body[:2048]
+    found = _bom_encoding(head)
+    if found is not None:
+        name, skip = found
+        return head[skip:].decode(name, errors="ignore").lstrip()
+    return head.decode("latin-1").lstrip()
+
+
+def _looks_like_html(start: str) -> bool:
+    lowered = start[:1024].lower()
+    while lowered.startswith("<!--"):  # skip leading comments
+        end = lowered.find("-->")
+        if end < 0:
+            break
+        lowered = lowered[end + 3 :].lstrip()
+    return lowered.startswith(("<!doctype html", "<html", "<head", "<body"))
+
+
+def _with_utf8_declaration(text: str) -> bytes:
+    data = text.encode("utf-8")
+    m = _XML_DECL_RE.match(data)
+    if m is None:
+        return data
+    decl = _XML_ENCODING_RE.sub(b'encoding="utf-8"', m.group(0), count=1)
+    return decl + data[m.end() :]
+
+
+def _to_utf8(body: bytes, http_charset: str | None) -> bytes:
+    """The body as UTF-8 bytes with a matching XML declaration (see the module docstring)."""
+    found = _bom_encoding(body)
+    if found is not None:
+        name, skip = found
+        return _with_utf8_declaration(body[skip:].decode(name, errors="replace"))
+    decl = _XML_DECL_RE.match(body[:512])
+    declared = None
+    if decl is not None:
+        m = _XML_ENCODING_RE.search(decl.group(0))
+        declared = m.group(1).decode("ascii") if m else None
+    declared_codec = _codec(declared)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+        for candidate in (_codec(http_charset), declared_codec, "cp1252"):
+            if candidate is None or candidate == "utf-8":
+                continue
+            try:
+                text = body.decode(candidate)
+                break
+            except (UnicodeDecodeError, LookupError):
+                continue
+        else:
+            text = body.decode("cp1252", errors="replace")
+        return _with_utf8_declaration(text)
+    # Valid UTF-8: trust it over any label (latin-1 text is almost never valid UTF-8 by
+    # chance); pass the bytes through untouched unless the declaration says otherwise.
+    if declared_codec in (None, "utf-8"):
+        return body
+    return _with_utf8_declaration(text)
+
+
+def _decode_text(data: bytes) -> str:
+    """A story file's text: UTF-8 (BOM or not), UTF-16 with a BOM, else windows-1252."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = data.decode("utf-16", errors="replace")
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# --- ttl --------------------------------------------------------------------------------------
+
+_TTL_RE = re.compile(rb"<ttl\s*>\s*(\d{1,9})\s*</ttl\s*>")
+_SY_PERIOD_RE = re.compile(rb"<(?:[\w.-]+:)?updatePeriod\s*>\s*([A-Za-z]+)\s*<")
+_SY_FREQUENCY_RE = re.compile(rb"<(?:[\w.-]+:)?updateFrequency\s*>\s*(\d{1,9})\s*<")
+_SY_PERIODS = {
+    b"hourly": 3600.0,
+    b"daily": 86400.0,
+    b"weekly": 7 * 86400.0,
+    b"monthly": 30 * 86400.0,
+    b"yearly": 365 * 86400.0,
+}
+_ITEM_START_RE = re.compile(rb"<(?:[\w.-]+:)?(?:item|entry)[\s>/]")
+
+
+def _find_ttl(utf8: bytes) -> float | None:
+    """Seconds from RSS ``<ttl>`` (minutes) or RSS 1.0 ``sy:updatePeriod``/``updateFrequency``.
+
+    Looked for in the channel head only (before the first item), so an item's content
+    cannot set it. When both are given the longer interval wins: it is the politer one.
+    """
+    m = _ITEM_START_RE.search(utf8)
+    head = utf8[: m.start()] if m else utf8[:65536]
+    found: list[float] = []
+    ttl = _TTL_RE.search(head)
+    if ttl is not None and int(ttl.group(1)) > 0:
+        found.append(int(ttl.group(1)) * 60.0)
+    period = _SY_PERIOD_RE.search(head)
+    frequency = _SY_FREQUENCY_RE.search(head)
+    if period is not None or frequency is not None:
+        seconds = _SY_PERIODS.get(period.group(1).lower() if period else b"daily")
+        times = int(frequency.group(1)) if frequency else 1
+        if seconds is not None and times > 0:
+            found.append(seconds / times)
+    return max(found) if found else None
+
+
+# --- feed paths -------------------------------------------------------------------------------
+
+
+def _cap_items(items: Iterable[RawItem], max_items: int) -> tuple[RawItem, ...]:
+    """Drop items whose id was seen earlier in the document, then keep the first ``max_items``."""
+    kept: list[RawItem] = []
+    seen: set[str] = set()
+    for item in items:
+        if len(kept) >= max_items:
+            break
+        if item.id is not None:
+            if item.id in seen:
+                continue
+            seen.add(item.id)
+        kept.append(item)
+    return tuple(kept)
+
+
+def _str_or_none(value: object) -> str | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _tags(values: object) -> tuple[str, ...]:
+    if not isinstance(values, list):
+        return ()
+    out: list[str] = []
+    for value in values:
+        term = value.get("term") if isinstance(value, Mapping) else value
+        text = _str_or_none(term)
+        if text is not None and text not in out:
+            out.append(text)
+    return tuple(out)
+
+
+def _base(candidate: object, feed_link: str | None, url: str) -> str:
+    """The URL relative links in an item resolve against: xml:base, else feed link, else url."""
+    root = urljoin(url, feed_link) if feed_link else url
+    if isinstance(candidate, str) and candidate.strip():
+        return urljoin(root, candidate.strip())
+    return root
+
+
+# Hardened once, used for every document (issue 3, item 6): no entity substitution, no DTD
+# loading, no network, libxml2's size limits on. An entity bomb stays unexpanded and an
+# external entity is never fetched, so no local file is ever read.
+def _xml_parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        recover=False,
+        remove_comments=True,
+        remove_pis=True,
+        collect_ids=False,
+    )
+
+
+_ATOM10 = "http://www.w3.org/2005/Atom"
+_ATOM03 = "http://purl.org/atom/ns#"
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_RSS10 = "http://purl.org/rss/1.0/"
+_RSS090 = "http://my.netscape.com/rdf/simple/0.9/"
+_DC = "http://purl.org/dc/elements/1.1/"
+_DCTERMS = "http://purl.org/dc/terms/"
+_CONTENT = "http://purl.org/rss/1.0/modules/content/"
+_SY = "http://purl.org/rss/1.0/modules/syndication/"
+_XHTML = "http://www.w3.org/1999/xhtml"
+_XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
+
+
+_HTML_ENTITY_RE = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
+_XML_ENTITIES = frozenset((b"amp", b"lt", b"gt", b"quot", b"apos"))
+
+
+_PREFIX_USE_RE = re.compile(rb"</?([A-Za-z_][\w.-]*):[A-Za-z_]")
+_PREFIX_DECL_RE = re.compile(rb"xmlns:([A-Za-z_][\w.-]*)\s*=")
+_ROOT_TAG_RE = re.compile(rb"<(?![?!])[A-Za-z_][\w.:-]*")
+_KNOWN_PREFIXES = {
+    b"atom": _ATOM10,
+    b"content": _CONTENT,
+    b"dc": _DC,
+    b"dcterms": _DCTERMS,
+    b"rdf": _RDF,
+    b"sy": _SY,
+    b"itunes": "http://www.itunes.com/dtds/podcast-1.0.dtd",
+    b"media": "http://search.yahoo.com/mrss/",
+    b"slash": "http://purl.org/rss/1.0/modules/slash/",
+    b"wfw": "http://wellformedweb.org/CommentAPI/",
+}
+
+
+def _declare_prefixes(doc: bytes) -> bytes:
+    """Declare namespace prefixes a feed uses but forgot to declare, on its root element."""
+    declared = set(_PREFIX_DECL_RE.findall(doc))
+    missing = {p for p in _PREFIX_USE_RE.findall(doc) if p not in declared and p != b"xml"}
+    root = _ROOT_TAG_RE.search(doc)
+    if not missing or root is None:
+        return doc
+    decls = b"".join(
+        b' xmlns:%s="%s"' % (p, _KNOWN_PREFIXES.get(p, "urn:x-undeclared:" + p.decode()).encode())
+        for p in sorted(missing)
+    )
+    return doc[: root.end()] + decls + doc[root.end() :]
+
+
+def _parse_xml(doc: bytes) -> Any:
+    """The document's root element, or None if it is not well-formed XML even after repairs.
+
+    Two common slips are repaired and the parse tried again: HTML entities (``&nbsp;``),
+    undefined in XML, become numeric references; namespace prefixes used without a
+    declaration (``content:encoded``) get one. Anything else goes to feedparser.
+    """
+    for _attempt in range(3):
+        try:
+            return etree.fromstring(doc, _xml_parser())
+        except etree.XMLSyntaxError as exc:
+            message = str(exc)
+            if "Entity '" in message and "not defined" in message:
+                repaired = _HTML_ENTITY_RE.sub(_numeric_entity, doc)
+            elif "Namespace prefix" in message:
+                repaired = _declare_prefixes(doc)
+            else:
+                return None
+            if repaired == doc:
+                return None
+            doc = repaired
+        except ValueError:
+            return None
+    return None
+
+
+def _numeric_entity(m: re.Match[bytes]) -> bytes:
+    name = m.group(1)
+    if name in _XML_ENTITIES:
+        return m.group(0)
+    codepoint = name2codepoint.get(name.decode("ascii"))
+    return b"&#%d;" % codepoint if codepoint is not None else m.group(0)
+
+
+def _text(el: Any) -> str | None:
+    """An element's text; with child elements (markup that was not escaped), all of it."""
+    if len(el):
+        return "".join(el.itertext())
+    text = el.text
+    return text if text is None else str(text)
+
+
+def _inner_markup(el: Any) -> str:
+    parts = [el.text or ""]
+    parts.extend(
+        etree.tostring(child, encoding="unicode", with_tail=True)
+        for child in el
+        if isinstance(child.tag, str)
+    )
+    return "".join(parts)
+
+
+def _markup_or_text(el: Any) -> str | None:
+    """RSS description / content:encoded: escaped HTML as text, or unescaped markup as is."""
+    return _inner_markup(el) if len(el) else _text(el)
+
+
+def _parse_fast(utf8: bytes, *, url: str, max_items: int) -> RawFeed | None:
+    """The lxml fast path; None means "not a document I can read, try feedparser"."""
+    root = _parse_xml(utf8)
+    if root is None or not isinstance(root.tag, str):
+        return None
+    base = urljoin(url, root.get(_XML_BASE) or "")
+    tag = root.tag
+    if tag == "rss":
+        channel = root.find("channel")
+        if channel is None:
+            return None
+        items = channel.findall("item") or root.findall("item")
+        return _rss_feed(channel, items, ns="", url=base, max_items=max_items)
+    if tag == f"{{{_RDF}}}RDF":
+        for ns in (_RSS10, _RSS090):
+            channel = root.find(f"{{{ns}}}channel")
+            if channel is not None:
+                items = root.findall(f"{{{ns}}}item") or channel.findall(f"{{{ns}}}item")
+                return _rss_feed(channel, items, ns=f"{{{ns}}}", url=base, max_items=max_items)
+        return None
+    if tag in (f"{{{_ATOM10}}}feed", f"{{{_ATOM03}}}feed", "feed"):
+        return _atom_feed(root, ns=tag[: -len("feed")], url=base, max_items=max_items)
+    return None
+
+
+def _ttl_from(channel: Any) -> float | None:
+    found: list[float] = []
+    ttl = (channel.findtext("ttl") or "").strip()
+    if ttl.isdigit() and int(ttl) > 0:
+        found.append(int(ttl) * 60.0)
+    period = (channel.findtext(f"{{{_SY}}}updatePeriod") or "").strip().lower()
+    frequency = (channel.findtext(f"{{{_SY}}}updateFrequency") or "").strip()
+    if period or frequency:
+        seconds = _SY_PERIODS.get((period or "daily").encode())
+        times = int(frequency) if frequency.isdigit() else 1
+        if seconds is not None and times > 0:
+            found.append(seconds / times)
+    return max(found) if found else None
+
+
+def _rss_feed(channel: Any, items: list[Any], *, ns: str, url: str, max_items: int) -> RawFeed:
+    feed_link = _str_or_none(channel.findtext(f"{ns}link"))
+    root_base = _base(None, feed_link, url)
+    tags = _rss_tags(ns)
+    out = _collect((_rss_item(item, tags, root_base, url) for item in items), max_items)
+    return RawFeed(
+        items=out,
+        title=_str_or_none(_text_of(channel.find(f"{ns}title"))),
+        link=feed_link,
+        subtitle=_str_or_none(_text_of(channel.find(f"{ns}description"))),
+        ttl=_ttl_from(channel),
+        parser="fast",
+    )
+
+
+def _text_of(el: Any) -> str | None:
+    return None if el is None else _text(el)
+
+
+def _collect(items: Iterable[RawItem], max_items: int) -> tuple[RawItem, ...]:
+    return _cap_items(items, max_items)
+
+
+def _rss_tags(ns: str) -> dict[str, str]:
+    """Element name -> field, for RSS 0.9x/2.0 (no namespace) or RSS 0.90/1.0 (``ns``)."""
+    return {
+        f"{ns}title": "title",
+        f"{ns}link": "link",
+        f"{ns}description": "description",
+        "guid": "guid",
+        "pubDate": "published",
+        "author": "author",
+        "category": "category",
+        f"{{{_DC}}}creator": "author",
+        f"{{{_DC}}}date": "updated",
+        f"{{{_DC}}}subject": "category",
+        f"{{{_DC}}}title": "title",
+        f"{{{_DC}}}description": "description",
+        f"{{{_DCTERMS}}}issued": "published",
+        f"{{{_DCTERMS}}}modified": "updated",
+        f"{{{_CONTENT}}}encoded": "content",
+        f"{{{_ATOM10}}}link": "atomlink",
+    }
+
+
+def _rss_item(item: Any, tags: Mapping[str, str], root_base: str, url: str) -> RawItem:
+    fields: dict[str, Any] = {}
+    categories: list[str] = []
+    guid_is_link = False
+    for child in item:
+        field = tags.get(child.tag) if isinstance(child.tag, str) else None
+        if field is None:
+            continue
+        if field == "category":
+            term = _str_or_none(_text(child))
+            if term and term not in categories:
+                categories.append(term)
+        elif field in ("description", "content"):
+            fields.setdefault(field, _markup_or_text(child))
+        elif field == "atomlink":
+            rel = child.get("rel", "alternate")
+            if rel == "alternate" and "link" not in fields:
+                fields["link"] = child.get("href")
+        elif field not in fields:
+            fields[field] = _text(child)
+            if field == "guid":
+                # RSS 2.0: a guid is the item's permalink unless isPermaLink="false".
+                guid_is_link = (child.get("isPermaLink") or "true").strip() == "true"
+    guid = _str_or_none(fields.get("guid"))
+    link = _str_or_none(fields.get("link"))
+    if link is None and guid is not None and guid_is_link:
+        link = guid
+    if guid is None:  # RSS 1.0 names its item by rdf:about
+        guid = _str_or_none(item.get(f"{{{_RDF}}}about"))
+    item_base = item.get(_XML_BASE)
+    return RawItem(
+        id=guid,
+        title=_str_or_none(fields.get("title")),
+        link=link,
+        published=parse_date(fields.get("published")),
+        updated=parse_date(fields.get("updated")),
+        author=_str_or_none(fields.get("author")),
+        summary_html=_str_or_none(fields.get("description")),
+        content_html=_str_or_none(fields.get("content")),
+        tags=tuple(categories),
+        base=urljoin(root_base, item_base) if item_base else root_base,
+    )
+
+
+def _atom_link(el: Any, ns: str) -> str | None:
+    """feedparser's rule: the last rel=alternate link of an HTML type (the default type)."""
+    found = None
+    for link in el.iterchildren(f"{ns}link"):
+        if link.get("rel", "alternate") != "alternate":
+            continue
+        kind = (link.get("type") or "text/html").lower()
+        if kind in ("text/html", "application/xhtml+xml") and link.get("href"):
+            found = link.get("href")
+    return _str_or_none(found)
+
+
+def _atom_content(el: Any) -> tuple[str | None, bool]:
+    """(value, is_html) of an Atom text construct or content element (RFC 4287 3.1, 4.1.3)."""
+    kind = (el.get("type") or "text").lower()
+    mode = (el.get("mode") or "").lower()  # Atom 0.3
+    if mode == "base64":
+        try:
+            decoded = base64.b64decode(_text(el) or "", validate=False).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return None, False
+        return decoded, "html" in kind
+    if "xhtml" in kind or mode == "xml":
+        inner = el
+        children = [c for c in el if isinstance(c.tag, str)]
+        if len(children) == 1 and children[0].tag == f"{{{_XHTML}}}div":
+            inner = children[0]
+        return _inner_markup(inner), True
+    if "html" in kind or mode == "escaped":
+        return _text(el), True
+    return _text(el), False
+
+
+def _atom_feed(root: Any, *, ns: str, url: str, max_items: int) -> RawFeed:
+    feed_link = _atom_link(root, ns)
+    root_base = _base(None, feed_link, url)
+    entries = root.iterchildren(f"{ns}entry")
+    out = _collect((_atom_entry(e, ns, root_base, url) for e in entries), max_items)
+    title_el = root.find(f"{ns}title")
+    subtitle_el = root.find(f"{ns}subtitle")
+    if subtitle_el is None:
+        subtitle_el = root.find(f"{ns}tagline")  # Atom 0.3
+    return RawFeed(
+        items=out,
+        title=_str_or_none(_text_of(title_el)),
+        link=feed_link,
+        subtitle=_str_or_none(_text_of(subtitle_el)),
+        parser="fast",
+    )
+
+
+def _atom_entry(entry: Any, ns: str, root_base: str, url: str) -> RawItem:
+    fields: dict[str, Any] = {}
+    categories: list[str] = []
+    content_base = None
+    for child in entry:
+        tag = child.tag
+        if not isinstance(tag, str) or not tag.startswith(ns):
+            continue
+        name = tag[len(ns) :]
+        if name == "category":
+            term = _str_or_none(child.get("term"))
+            if term and term not in categories:
+                categories.append(term)
+        elif name in fields:
+            continue
+        elif name in ("id", "published", "updated", "issued", "modified", "created"):
+            fields[name] = _text(child)
+        elif name == "title":
+            fields[name] = _atom_content(child)[0]  # HTML for type html/xhtml; normalise strips
+        elif name in ("summary", "content"):
+            value, is_html = _atom_content(child)
+            if value and not is_html and name == "summary":
+                value = html.escape(value, quote=False)
+            fields[name] = (value, is_html)
+            content_base = content_base or child.get(_XML_BASE)
+        elif name == "author":
+            fields[name] = child.findtext(f"{ns}name")
+    entry_id = _str_or_none(fields.get("id"))
+    link = _atom_link(entry, ns)
+    if link is None and entry_id and entry_id.startswith(("http://", "https://")):
+        link = entry_id  # feedparser reads an id as the permalink when there is no link
+    summary = fields.get("summary")
+    content_html = content_text = None
+    if "content" in fields:
+        value, is_html = fields["content"]
+        if is_html:
+            content_html = value
+        else:
+            content_text = value
+    entry_base = entry.get(_XML_BASE)
+    base = urljoin(root_base, entry_base) if entry_base else root_base
+    if content_base:
+        base = urljoin(base, content_base)
+    return RawItem(
+        id=entry_id,
+        title=_str_or_none(fields.get("title")),
+        link=link,
+        published=parse_date(fields.get("published") or fields.get("issued")),
+        updated=parse_date(fields.get("updated") or fields.get("modified")),
+        author=_str_or_none(fields.get("author")),
+        summary_html=_str_or_none(summary[0]) if summary else None,
+        content_html=_str_or_none(content_html),
+        content_text=_str_or_none(content_text),
+        tags=tuple(categories),
+        base=base,
+    )
+
+
+def _parse_feedparser(body: bytes, *, url: str, content_type: str | None) -> RawFeed:
+    """The fallback; the bozo policy decides what counts as a feed (module docstring)."""
+    headers = {"content-type": content_type} if content_type else {}
+    try:
+        # Bytes in a BytesIO, never a str (it may be taken as a URL or a path); feedparser's
+        # own sanitiser and URI rewriting are off because normalise does both for every path.
+        d = feedparser.parse(
+            io.BytesIO(body),
+            response_headers=headers,
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as exc:  # parse() promises never to raise; translate if it does
+        raise ParseError(f"not a readable feed: {exc}", url=url) from exc
+    entries = d.get("entries") or []
+    if not entries:
+        problem = d.get("bozo_exception") if d.get("bozo") else None
+        survivable = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+        if problem is not None and not isinstance(problem, survivable):
+            raise ParseError(f"not a readable feed: {problem}", url=url)
+        if not d.get("version"):
+            raise ParseError("not a feed: expected an RSS, Atom or JSON Feed document", url=url)
+    meta = d.get("feed") or {}
+    feed_link = _str_or_none(meta.get("link"))
+    items = tuple(_feedparser_item(e, feed_link=feed_link, url=url) for e in entries)
+    return RawFeed(
+        items=items,
+        title=_str_or_none(meta.get("title")),
+        link=feed_link,
+        subtitle=_str_or_none(meta.get("subtitle")),
+        parser="feedparser",
+    )
+
+
+def _struct_date(parsed: object, raw: object) -> datetime | None:
+    if parsed is not None:
+        try:
+            return datetime.fromtimestamp(calendar.timegm(parsed), UTC)  # type: ignore[arg-type]
+        except (OverflowError, ValueError, OSError, TypeError):
+            pass
+    return parse_date(raw)
+
+
+def _feedparser_item(entry: Mapping[str, Any], *, feed_link: str | None, url: str) -> RawItem:
+    content_html = content_text = None
+    base: object = None
+    for content in entry.get("content") or ():
+        value = content.get("value")
+        if not value:
+            continue
+        base = base or content.get("base")
+        kind = str(content.get("type") or "text/html").lower()
+        if "html" in kind and content_html is None:
+            content_html = value
+        elif "html" not in kind and content_text is None:
+            content_text = value
+    summary_detail = entry.get("summary_detail") or {}
+    base = base or summary_detail.get("base")
+    return RawItem(
+        id=_str_or_none(entry.get("id")),
+        title=_str_or_none(entry.get("title")),
+        link=_str_or_none(entry.get("link")),
+        published=_struct_date(entry.get("published_parsed"), entry.get("published")),
+        updated=_struct_date(entry.get("updated_parsed"), entry.get("updated")),
+        author=_str_or_none(entry.get("author")),
+        summary_html=_str_or_none(entry.get("summary")),
+        content_html=content_html,
+        content_text=content_text,
+        tags=_tags(entry.get("tags")),
+        base=_base(base, feed_link, url),
+    )
+
+
+def _parse_json_feed(body: bytes, *, url: str) -> RawFeed:
+    """JSON Feed 1.0 / 1.1 (https://www.jsonfeed.org/version/1.1/)."""
+    try:
+        doc = json.loads(body)  # json detects UTF-8/16/32 from the first bytes (RFC 8259)
+    except (ValueError, RecursionError) as exc:
+        raise ParseError(f"invalid JSON: {exc}", url=url) from exc
+    if not isinstance(doc, dict):
+        raise ParseError("not a JSON Feed: expected a JSON object at the top level", url=url)
+    version = doc.get("version")
+    items = doc.get("items")
+    # Version 1 feeds in the wild still say http://jsonfeed.org/version/1.
+    versioned = isinstance(version, str) and "jsonfeed.org/version/" in version
+    if not isinstance(items, list) or not (versioned or version is None):
+        raise ParseError(
+            f'not a JSON Feed: expected "version": "{_JSONFEED_PREFIX}1.1" and an "items" list',
+            url=url,
+        )
+    feed_link = _str_or_none(doc.get("home_page_url"))
+    feed_author = _json_author(doc)
+    out = tuple(
+        _json_item(item, feed_link=feed_link, url=url, feed_author=feed_author)
+        for item in items
+        if isinstance(item, dict)
+    )
+    return RawFeed(
+        items=out,
+        title=_str_or_none(doc.get("title")),
+        link=feed_link,
+        subtitle=_str_or_none(doc.get("description")),
+        parser="json",
+    )
+
+
+def _json_author(obj: Mapping[str, Any]) -> str | None:
+    authors = obj.get("authors")  # 1.1
+    if isinstance(authors, list):
+        names = [_str_or_none(a.get("name")) for a in authors if isinstance(a, dict)]
+        joined = ", ".join(n for n in names if n)
+        if joined:
+            return joined
+    author = obj.get("author")  # 1.0
+    if isinstance(author, dict):
+        return _str_or_none(author.get("name"))
+    return None
+
+
+def _json_item(
+    item: Mapping[str, Any], *, feed_link: str | None, url: str, feed_author: str | None
+) -> RawItem:
+    link = _str_or_none(item.get("url")) or _str_or_none(item.get("external_url"))
+    summary = _str_or_none(item.get("summary"))
+    return RawItem(
+        id=_str_or_none(item.get("id")),
+        title=_str_or_none(item.get("title")),
+        link=link,
+        published=parse_date(item.get("date_published")),
+        updated=parse_date(item.get("date_modified")),
+        author=_json_author(item) or feed_author,
+        # JSON Feed's summary is plain text; RawItem.summary_html is HTML.
+        summary_html=html.escape(summary, quote=False) if summary else None,
+        content_html=_str_or_none(item.get("content_html")),
+        content_text=_str_or_none(item.get("content_text")),
+        tags=_tags(item.get("tags")),
+        base=_base(None, feed_link, url),
+    )
+
+
+# --- story files ------------------------------------------------------------------------------
+
+_STORY_FIELDS = ("id", "title", "date", "updated", "author", "tags", "link", "summary")
+_JSON_STORY_FIELDS = (*_STORY_FIELDS, "content_html", "content_text")
+
+# CommonMark with raw HTML left on: a story is the user's own writing, and inline HTML
+# (<figure>, <sup>, <abbr>) is part of Markdown; every entry's HTML goes through the nh3
+# sanitiser in normalise, so scripts and handlers never reach a reader either way.
+_MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+
+
+def _paragraphs(lines: list[str]) -> list[str]:
+    """Blank-line separated paragraphs; with no blank line at all, one paragraph per line."""
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    if not any(not line.strip() for line in lines):
+        return [" ".join(line.split()) for line in lines]
+    out: list[str] = []
+    current: list[str] = []
+    for line in [*lines, ""]:
+        if line.strip():
+            current.append(line.strip())
+        elif current:
+            out.append(" ".join(" ".join(current).split()))
+            current = []
+    return out
+
+
+def _parse_txt(text: str, *, path: str) -> RawItem:
+    lines = text.split("\n")
+    first = next(i for i, line in enumerate(lines) if line.strip())
+    title = " ".join(lines[first].split())
+    paragraphs = _paragraphs(lines[first + 1 :])
+    return RawItem(
+        title=title,
+        content_html="\n".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paragraphs),
+        content_text="\n\n".join(paragraphs),
+        path=path,
+    )
+
+
+def _key_line(source: str, key: str, *, first_line: int, json_style: bool = False) -> int | None:
+    pattern = rf'^\s*"{re.escape(key)}"\s*:' if json_style else rf"^{re.escape(key)}\s*:"
+    rx = re.compile(pattern)
+    for i, line in enumerate(source.split("\n")):
+        if rx.search(line):
+            return first_line + i
+    return None
+
+
+def _story_fields(
+    fields: Mapping[str, Any],
+    *,
+    path: str,
+    source: str,
+    first_line: int,
+    json_style: bool,
+) -> dict[str, Any]:
+    """Check and convert the shared story fields; errors name the field and its line."""
+
+    def fail(key: str, expected: str) -> ParseError:
+        got = fields.get(key)
+        shown = repr(got) if not isinstance(got, str | int | float) else repr(got)[:60]
+        line = _key_line(source, key, first_line=first_line, json_style=json_style)
+        return ParseError(f"{key}: expected {expected}, got {shown}", path=path, line=line)
+
+    out: dict[str, Any] = {}
+    for key in ("id", "title", "author", "link", "summary", "content_html", "content_text"):
+        if key not in fields or fields[key] is None:
+            continue
+        value = fields[key]
+        if (
+            key in ("id", "title")
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            value = str(value)
+        if not isinstance(value, str):
+            raise fail(key, "text")
+        if key == "title" and not value.strip():
+            raise fail(key, "a non-empty title")
+        out[key] = value.strip() if key not in ("content_html", "content_text") else value
+    for key in ("date", "updated"):
+        if key not in fields or fields[key] is None:
+            continue
+        value = fields[key]
+        parsed = parse_date(value) if isinstance(value, str | date) else None
+        if parsed is None:
+            raise fail(key, "a date like 2024-05-01 or 2024-05-01T09:30:00Z")
+        out[key] = parsed
+    if fields.get("tags") is not None:
+        tags = fields["tags"]
+        if isinstance(tags, str):
+            out["tags"] = tuple(t.strip() for t in tags.split(",") if t.strip())
+        elif isinstance(tags, list) and all(isinstance(t, str | int) for t in tags):
+            out["tags"] = tuple(str(t).strip() for t in tags if str(t).strip())
+        else:
+            raise fail("tags", "a list of strings or a comma-separated string")
+    return out
+
+
+def _story_item(fields: Mapping[str, Any], *, path: str, content_html: str | None) -> RawItem:
+    summary = fields.get("summary")
+    return RawItem(
+        id=fields.get("id"),
+        title=fields.get("title"),
+        link=fields.get("link"),
+        published=fields.get("date"),
+        updated=fields.get("updated"),
+        author=fields.get("author"),
+        summary_html=html.escape(summary, quote=False) if summary else None,
+        content_html=content_html,
+        content_text=fields.get("content_text"),
+        tags=fields.get("tags", ()),
+        path=path,
+        base=fields.get("link"),
+    )
+
+
+def _split_front_matter(text: str, *, path: str) -> tuple[dict[str, Any], str, str, int]:
+    """(fields, front matter source, body, first line of the front matter's content)."""
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return {}, "", text, 0
+    for end in range(1, len(lines)):
+        if lines[end].rstrip() in ("---", "..."):
+            break
+    else:
+        raise ParseError(
+            "front matter opened with '---' on line 1 is never closed: expected a line '---'",
+            path=path,
+            line=1,
+        )
+    source = "\n".join(lines[1:end])
+    try:
+        loaded = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ParseError(
+            f"front matter is not valid YAML ({problem}): expected 'key: value' lines",
+            path=path,
+            line=line,
+        ) from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ParseError(
+            "front matter: expected a mapping of fields (title: ..., date: ...), "
+            f"got {type(loaded).__name__}",
+            path=path,
+            line=2,
+        )
+    return loaded, source, "\n".join(lines[end + 1 :]), 2
+
+
+def _parse_markdown(text: str, *, path: str) -> RawItem:
+    loaded, source, body, first_line = _split_front_matter(text, path=path)
+    fields = _story_fields(
+        {str(k): v for k, v in loaded.items()},
+        path=path,
+        source=source,
+        first_line=first_line,
+        json_style=False,
+    )
+    if "title" not in fields:
+        tokens = _MARKDOWN.parse(body)
+        for i, token in enumerate(tokens):
+            if token.type == "heading_open" and token.tag == "h1" and token.map is not None:
+                fields["title"] = " ".join(tokens[i + 1].content.split())
+                start, stop = token.map
+                body_lines = body.split("\n")
+                body = "\n".join(body_lines[:start] + body_lines[stop:])
+                break
+        if not fields.get("title"):
+            fields["title"] = PurePosixPath(path).stem
+    content_html = _MARKDOWN.render(body).strip()
+    fields.setdefault("content_text", None)
+    return _story_item(fields, path=path, content_html=content_html or None)
+
+
+def _parse_story_json(text: str, *, path: str) -> RawItem:
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(
+            f"invalid JSON ({exc.msg} at column {exc.colno}): expected one JSON object",
+            path=path,
+            line=exc.lineno,
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise ParseError(
+            'expected one JSON object like {"title": ..., "content_text": ...}, '
+            f"got a JSON {type(loaded).__name__}",
+            path=path,
+            line=1,
+        )
+    for key in loaded:
+        if key not in _JSON_STORY_FIELDS:
+            close = difflib.get_close_matches(str(key), _JSON_STORY_FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParseError(
+                f"unknown field {key!r}{hint}: expected one of {', '.join(_JSON_STORY_FIELDS)}",
+                path=path,
+                line=_key_line(text, str(key), first_line=1, json_style=True),
+            )
+    fields = _story_fields(loaded, path=path, source=text, first_line=1, json_style=True)
+    if "title" not in fields:
+        raise ParseError('missing field "title": expected a non-empty title', path=path, line=1)
+    content_html = fields.get("content_html")
+    if content_html is None and fields.get("content_text"):
+        paragraphs = _paragraphs(fields["content_text"].replace("\r\n", "\n").split("\n"))
+        content_html = "\n".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paragraphs)
+    return _story_item(fields, path=path, content_html=content_html)

@@ -1,0 +1,166 @@
+"""Tables, the schema version and the migrations that reach it.
+
+SQLAlchemy Core only, so the same schema runs on SQLite (default) and PostgreSQL.
+Every datetime column goes through :class:`UTCDateTime`: SQLite has no time zones,
+so values are stored as naive UTC and come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; naive values are refused."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; feedservice uses aware UTC only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("url", Text, nullable=True),  # current URL (after permanent redirects)
+    Column("configured_url", Text, nullable=True),  # as in the config, to notice edits
+    Column("host", String(255), nullable=True),
+    Column("etag", Text, nullable=True),
+    Column("last_modified", Text, nullable=True),
+    Column("body_hash", String(64), nullable=True),
+    Column("next_check_at", UTCDateTime, nullable=False),
+    Column("next_check_reason", String(40), nullable=False, default="new"),
+    Column("last_checked_at", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("gone", Boolean, nullable=False, default=False),
+    Column("title", Text, nullable=True),
+    Column("link", Text, nullable=True),
+)
+Index("ix_sources_next_check", sources.c.next_check_at)
+Index("ix_sources_host", sources.c.host)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("retry_after_until", UTCDateTime, nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("id", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("link", Text, nullable=True),
+    Column("published", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    Column("dated", Boolean, nullable=False),
+    Column("author", Text, nullable=True),
+    Column("summary", Text, nullable=False),
+    Column("content_html", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("tags", Text, nullable=False, default="[]"),  # JSON lists
+    Column("entities", Text, nullable=False, default="[]"),
+    Column("keywords", Text, nullable=False, default="[]"),
+    Column("story_path", Text, nullable=True),
+    Column("first_seen", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "id", name="uq_entries_source_id"),
+)
+Index("ix_entries_source_published", entries.c.source, entries.c.published)
+Index("ix_entries_link", entries.c.link)
+
+story_files = Table(
+    "story_files",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("entry_id", Text, nullable=True),  # None: the file did not parse
+    Column("error", Text, nullable=True),
+)
+
+matches = Table(
+    "matches",
+    metadata,
+    Column("watch", String(200), primary_key=True),
+    Column("source", String(200), primary_key=True),
+    Column("entry_id", Text, primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("reasons", Text, nullable=False),  # JSON list
+    Column("also", Text, nullable=False, default="[]"),  # JSON list of [source, id]
+    Column("signature", Text, nullable=True),  # JSON list of ints (MinHash)
+    Column("matched_at", UTCDateTime, nullable=False),
+)
+Index("ix_matches_watch_time", matches.c.watch, matches.c.matched_at)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False),  # idempotency key: watch + entry
+    Column("target", Text, nullable=False),  # "webhook:URL", "email:addr", "command:[...]"
+    Column("payload", Text, nullable=False),  # JSON of the notification
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("failed", Boolean, nullable=False, default=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("key", "target", name="uq_outbox_key_target"),
+)
+Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
+
+
+def _migrate_to_1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# MIGRATIONS[n] brings a database from version n to n + 1.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _migrate_to_1}

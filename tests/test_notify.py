@@ -1,0 +1,755 @@
+"""Notification channels against real receivers on loopback.
+
+Webhooks go to a real aiohttp server on 127.0.0.1 port 0, email to a real aiosmtpd SMTP server,
+commands run a real Python child process. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import stat
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from feedservice.config import SmtpConfig
+from feedservice.errors import ConfigError, NotifyError
+from feedservice.model import Entry, Match, NotifyTarget, Watch
+from feedservice.notify import (
+    CommandNotifier,
+    EmailNotifier,
+    Notification,
+    WebhookNotifier,
+    build_notifier,
+    notification_key,
+    redact_url,
+    retry_delay,
+)
+from feedservice.notify.command import PLACEHOLDERS, render_argv
+from feedservice.notify.email import build_message
+
+PUBLISHED = datetime(2024, 7, 28, 9, 30, tzinfo=UTC)
+
+
+def make_notification(
+    *, watch: str = "japan-us-hq", entry_id: str = "urn:uuid:1", **kw: Any
+) -> Notification:
+    fields: dict[str, Any] = {
+        "watch": watch,
+        "watch_title": "Follow-ups: Japan-U.S. joint headquarters",
+        "entry_id": entry_id,
+        "title": "Japan sets up joint operations command",
+        "link": "https://news.example.org/a/1?x=1&y=2",
+        "source": "wire",
+        "score": 0.8734,
+        "reasons": ("shared entities: Japan, Lloyd Austin", "shared terms: headquarters"),
+        "published": PUBLISHED,
+        "key": notification_key(watch, entry_id),
+    }
+    fields.update(kw)
+    return Notification(**fields)
+
+
+def free_closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released): connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+# --- the record, the key, the retry timing ---------------------------------------------------
+
+
+def test_notification_key_is_sha256_of_watch_nul_entry() -> None:
+    expected = hashlib.sha256(b"w\0e").hexdigest()
+    assert notification_key("w", "e") == expected
+    assert notification_key("w", "e") == notification_key("w", "e")
+    # The separator keeps differently split pairs apart.
+    assert notification_key("ab", "c") != notification_key("a", "bc")
+    assert notification_key("w", "e2") != expected
+
+
+def test_notification_rejects_naive_and_normalises_to_utc() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        make_notification(published=datetime(2024, 1, 1, 12, 0))
+    tokyo = timezone(timedelta(hours=9))
+    n = make_notification(published=datetime(2024, 1, 1, 21, 0, tzinfo=tokyo))
+    assert n.published == datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+    assert n.published.utcoffset() == timedelta(0)
+
+
+def test_to_json_is_plain_json_and_round_trips() -> None:
+    n = make_notification(link=None)
+    data = n.to_json()
+    assert json.loads(json.dumps(data)) == data
+    assert data["published"] == "2024-07-28T09:30:00Z"
+    assert data["reasons"] == list(n.reasons)
+    assert data["key"] == n.key and data["link"] is None
+    assert Notification.from_json(json.loads(json.dumps(data))) == n
+    with pytest.raises(ValueError, match="not a notification payload"):
+        Notification.from_json({k: v for k, v in data.items() if k != "title"})
+
+
+def test_from_match_takes_fields_from_watch_match_and_entry() -> None:
+    watch = Watch(name="w1", title="Watch one")
+    entry = Entry(
+        id="e1",
+        source="wire",
+        title="T",
+        link="https://x.example/1",
+        published=PUBLISHED,
+        updated=PUBLISHED,
+        summary="",
+        content_html="",
+        content_hash="h",
+    )
+    match = Match(watch="w1", entry_id="e1", score=0.5, reasons=("r1",))
+    n = Notification.from_match(watch, match, entry)
+    assert (n.watch, n.watch_title, n.entry_id, n.title, n.link, n.source) == (
+        "w1",
+        "Watch one",
+        "e1",
+        "T",
+        "https://x.example/1",
+        "wire",
+    )
+    assert (n.score, n.reasons, n.key) == (0.5, ("r1",), notification_key("w1", "e1"))
+
+
+def test_retry_delay_grows_exponentially_within_jitter_bounds_and_caps() -> None:
+    rng = random.Random(7)
+    for attempt in range(1, 15):
+        ceiling = min(3600.0, 30.0 * 2 ** (attempt - 1))
+        for _ in range(50):
+            d = retry_delay(attempt, rng)
+            assert ceiling / 2 <= d <= ceiling, (attempt, d)
+    # Far past the cap it stays capped and does not overflow.
+    assert 1800.0 <= retry_delay(10_000, rng) <= 3600.0
+    assert 5.0 <= retry_delay(1, rng, base=10.0, cap=20.0) <= 10.0
+
+
+def test_retry_delay_is_jittered_and_reproducible() -> None:
+    a = [retry_delay(3, random.Random(1)) for _ in range(3)]
+    assert a[0] == a[1] == a[2]  # same seed, same delay
+    rng = random.Random(2)
+    spread = {round(retry_delay(3, rng), 6) for _ in range(100)}
+    assert len(spread) > 90  # many notifications failing together do not retry together
+
+
+@pytest.mark.parametrize("attempt", [0, -1])
+def test_retry_delay_rejects_attempts_below_one(attempt: int) -> None:
+    with pytest.raises(ValueError, match="attempt"):
+        retry_delay(attempt, random.Random(0))
+
+
+def test_redact_url_keeps_only_scheme_host_port() -> None:
+    assert redact_url("https://user:pw@hooks.example.org/T0/B1/secret?tok=1") == (
+        "https://hooks.example.org"
+    )
+    assert redact_url("http://127.0.0.1:8081/x") == "http://127.0.0.1:8081"
+    assert redact_url("http://[::1]:9/x") == "http://[::1]:9"
+
+
+# --- webhook -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """A real HTTP receiver; ``plan`` maps a path to (status, headers) answers."""
+
+    base: str
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver(base="")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        rec.requests.append((request.path, dict(request.headers), body))
+        path = request.path
+        if path == "/ok":
+            return web.Response(status=204)
+        if path == "/slow":
+            await rec.release.wait()
+            return web.Response(status=200)
+        if path == "/redirect":
+            raise web.HTTPFound("/ok")
+        if path == "/retry-after-seconds":
+            return web.Response(status=429, headers={"Retry-After": "120"})
+        if path == "/retry-after-date":
+            return web.Response(
+                status=503,
+                headers={
+                    "Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT",
+                    "Date": "Wed, 21 Oct 2015 07:26:30 GMT",
+                },
+            )
+        status = int(path.strip("/"))
+        return web.Response(status=status, text=f"status {status} from receiver")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rec.base = f"http://127.0.0.1:{port}"
+    try:
+        yield rec
+    finally:
+        rec.release.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_webhook_posts_json_with_idempotency_key(
+    receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    notifier = WebhookNotifier(f"{receiver.base}/ok", session)
+    n = make_notification()
+    await notifier.send(n)
+    await notifier.send(n)  # a redelivery carries the same key
+    assert len(receiver.requests) == 2
+    for path, headers, body in receiver.requests:
+        assert path == "/ok"
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Idempotency-Key"] == n.key == notification_key("japan-us-hq", "urn:uuid:1")
+        assert headers["User-Agent"].startswith("feedservice/")
+        assert json.loads(body) == n.to_json()
+    other = make_notification(entry_id="urn:uuid:2")
+    await notifier.send(other)
+    assert receiver.requests[-1][1]["Idempotency-Key"] == other.key != n.key
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(500, False), (502, False), (503, False), (408, False), (429, False), (400, True),
+     (401, True), (404, True), (410, True), (422, True)],
+)  # fmt: skip
+async def test_webhook_status_policy(
+    receiver: Receiver, session: aiohttp.ClientSession, status: int, permanent: bool
+) -> None:
+    notifier = WebhookNotifier(f"{receiver.base}/{status}", session)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    err = info.value
+    assert err.channel == "webhook"
+    assert err.permanent is permanent
+    assert f"HTTP {status}" in str(err)
+    assert f"status {status} from receiver" in str(err)  # the receiver's own words
+    assert err.retry_after is None
+
+
+async def test_webhook_honours_retry_after_seconds_and_date(
+    receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    with pytest.raises(NotifyError) as info:
+        await WebhookNotifier(f"{receiver.base}/retry-after-seconds", session).send(
+            make_notification()
+        )
+    assert (info.value.permanent, info.value.retry_after) == (False, 120.0)
+    with pytest.raises(NotifyError) as info:
+        await WebhookNotifier(f"{receiver.base}/retry-after-date", session).send(
+            make_notification()
+        )
+    # The HTTP-date is measured against the response's Date header: 90 s later.
+    assert (info.value.permanent, info.value.retry_after) == (False, 90.0)
+
+
+async def test_webhook_does_not_follow_redirects(
+    receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    with pytest.raises(NotifyError) as info:
+        await WebhookNotifier(f"{receiver.base}/redirect", session).send(make_notification())
+    assert info.value.permanent
+    assert "/ok" in str(info.value)
+    assert [r[0] for r in receiver.requests] == ["/redirect"]  # the target was never hit
+
+
+async def test_webhook_connection_refused_is_transient(session: aiohttp.ClientSession) -> None:
+    notifier = WebhookNotifier(f"http://127.0.0.1:{free_closed_port()}/hook", session)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert info.value.channel == "webhook"
+
+
+async def test_webhook_timeout_is_transient(
+    receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    notifier = WebhookNotifier(f"{receiver.base}/slow", session, timeout=0.3)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert "0.3 s" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://hooks.example.org/x", "hooks.example.org/x", "https:///path", ""]
+)
+async def test_webhook_rejects_unusable_urls_at_build(
+    session: aiohttp.ClientSession, url: str
+) -> None:
+    with pytest.raises(ConfigError, match="http"):
+        WebhookNotifier(url, session)
+
+
+async def test_webhook_label_and_errors_hide_url_secrets(session: aiohttp.ClientSession) -> None:
+    port = free_closed_port()
+    notifier = WebhookNotifier(f"http://127.0.0.1:{port}/T000/B000/s3cret", session)
+    assert notifier.label == f"webhook http://127.0.0.1:{port}"
+    assert "s3cret" not in repr(notifier)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert "s3cret" not in str(info.value)
+
+
+# --- email ---------------------------------------------------------------------------------------
+
+
+class _Port0Controller(Controller):
+    """aiosmtpd's Controller on port 0: its start-up probe must dial the port actually bound."""
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped
+
+
+@dataclass
+class Mailbox:
+    """What the SMTP server received, plus knobs for refusing recipients."""
+
+    messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    logins: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address.startswith("gone@"):
+            return "550 5.1.1 no such mailbox"
+        if address.startswith("busy@"):
+            return "450 4.2.1 mailbox busy, try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+        return "250 Message accepted for delivery"
+
+
+def _authenticate(mailbox: Mailbox) -> Any:
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        mailbox.logins.append((auth_data.login, auth_data.password))
+        ok = auth_data.password == b"right"
+        # handled=False: let aiosmtpd answer 235 / 535 itself.
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    return authenticator
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    controller = _Port0Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=0,
+        authenticator=_authenticate(mailbox),
+        # Loopback test server without TLS; our client only logs in when configured to.
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield mailbox, controller.port
+    finally:
+        controller.stop()
+
+
+def smtp_config(port: int, **kw: Any) -> SmtpConfig:
+    return SmtpConfig(
+        host="127.0.0.1", port=port, sender="Feeds <feeds@example.org>", timeout=5.0, **kw
+    )
+
+
+FIXED_NOW = datetime(2024, 7, 28, 10, 0, tzinfo=UTC)
+
+
+async def test_email_is_delivered_with_subject_body_and_stable_message_id(
+    smtp_server: tuple[Mailbox, int],
+) -> None:
+    mailbox, port = smtp_server
+    notifier = EmailNotifier("desk@example.org", smtp_config(port), clock=lambda: FIXED_NOW)
+    n = make_notification()
+    await notifier.send(n)
+    await notifier.send(n)  # redelivery
+    await notifier.send(make_notification(entry_id="urn:uuid:2"))
+    assert len(mailbox.messages) == 3
+    mail_from, rcpt_tos, msg = mailbox.messages[0]
+    assert mail_from == "feeds@example.org"
+    assert rcpt_tos == ["desk@example.org"]
+    assert msg["To"] == "desk@example.org"
+    assert msg["From"] == "Feeds <feeds@example.org>"
+    assert msg["Subject"] == (
+        "[feedservice] Follow-ups: Japan-U.S. joint headquarters: "
+        "Japan sets up joint operations command"
+    )
+    assert msg["Date"] == "Sun, 28 Jul 2024 10:00:00 +0000"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    body = msg.get_content()
+    assert "https://news.example.org/a/1?x=1&y=2" in body
+    assert "0.873" in body
+    assert "shared entities: Japan, Lloyd Austin" in body
+    assert "shared terms: headquarters" in body
+    # Same key -> same Message-ID (receivers dedupe a redelivery); other key -> another.
+    ids = [m["Message-ID"] for _, _, m in mailbox.messages]
+    assert ids[0] == ids[1] != ids[2]
+    assert ids[0] == f"<feedservice.{n.key}@example.org>"
+
+
+def test_email_subject_cannot_be_split_by_newlines_in_titles() -> None:
+    n = make_notification(title="Evil\r\nBcc: everyone@example.org\n title")
+    msg = build_message(n, sender="f@example.org", recipient="d@example.org", date=FIXED_NOW)
+    assert msg["Subject"].endswith(": Evil Bcc: everyone@example.org title")
+    assert msg["Bcc"] is None
+    assert "\n" not in msg["Subject"]
+
+
+@pytest.mark.parametrize(("recipient", "permanent"), [("gone@x.org", True), ("busy@x.org", False)])
+async def test_email_refused_recipient(
+    smtp_server: tuple[Mailbox, int], recipient: str, permanent: bool
+) -> None:
+    mailbox, port = smtp_server
+    notifier = EmailNotifier(recipient, smtp_config(port))
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.channel == "email"
+    assert info.value.permanent is permanent
+    assert ("550" if permanent else "450") in str(info.value)
+    assert mailbox.messages == []
+
+
+async def test_email_logs_in_when_configured(smtp_server: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp_server
+    good = EmailNotifier("desk@example.org", smtp_config(port, username="u", password="right"))
+    await good.send(make_notification())
+    assert mailbox.logins == [(b"u", b"right")]
+    assert len(mailbox.messages) == 1
+    assert mailbox.messages[0][1] == ["desk@example.org"]
+    bad = EmailNotifier("desk@example.org", smtp_config(port, username="u", password="wrong"))
+    with pytest.raises(NotifyError) as info:
+        await bad.send(make_notification())
+    assert info.value.permanent is True  # 535: retrying the same credentials cannot help
+    assert "535" in str(info.value)
+    assert mailbox.logins[0] == (b"u", b"right")
+    assert mailbox.logins[1:] and all(p == b"wrong" for _, p in mailbox.logins[1:])
+    assert len(mailbox.messages) == 1
+
+
+async def test_email_starttls_required_but_not_offered_is_permanent(
+    smtp_server: tuple[Mailbox, int],
+) -> None:
+    mailbox, port = smtp_server
+    notifier = EmailNotifier("desk@example.org", smtp_config(port, starttls=True))
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is True
+    assert "STARTTLS" in str(info.value)
+    assert mailbox.messages == []  # never sent in clear text
+
+
+async def test_email_server_down_is_transient() -> None:
+    notifier = EmailNotifier("desk@example.org", smtp_config(free_closed_port()))
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert info.value.channel == "email"
+
+
+@pytest.mark.parametrize("address", ["nope", "a@", "@b.org", "a b@c.org", "x@y.org\nBcc: z@w.org"])
+def test_email_rejects_bad_addresses_at_build(address: str) -> None:
+    with pytest.raises(ConfigError, match="not an email address"):
+        EmailNotifier(address, SmtpConfig())
+    with pytest.raises(ConfigError, match="smtp sender"):
+        EmailNotifier("desk@example.org", SmtpConfig(sender=address))
+
+
+# --- command -------------------------------------------------------------------------------------
+
+# Writes its arguments after the first (an output path) to that path as JSON. No braces in it:
+# every argv element is a template.
+DUMP_ARGV = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))"
+
+
+def _literal(path: Path) -> str:
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
+async def test_command_substitutes_placeholders_per_argument(tmp_path: Path) -> None:
+    out = tmp_path / "argv.json"
+    argv = (
+        sys.executable,
+        "-c",
+        DUMP_ARGV,
+        _literal(out),
+        "{title}",
+        "--link={link}",
+        "{score:.2f}",
+        "{reasons}",
+        "{watch}/{watch_title}",
+        "{source}",
+        "{entry_id}",
+        "{published}",
+        "{key}",
+        "{{title}}",
+    )
+    n = make_notification()
+    await CommandNotifier(argv).send(n)
+    assert json.loads(out.read_text()) == [
+        "Japan sets up joint operations command",
+        "--link=https://news.example.org/a/1?x=1&y=2",
+        "0.87",
+        "shared entities: Japan, Lloyd Austin; shared terms: headquarters",
+        "japan-us-hq/Follow-ups: Japan-U.S. joint headquarters",
+        "wire",
+        "urn:uuid:1",
+        "2024-07-28T09:30:00Z",
+        n.key,
+        "{title}",
+    ]
+
+
+async def test_command_passes_hostile_titles_literally_without_a_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a shell would have created the files
+    out = tmp_path / "argv.json"
+    title = "x; touch pwned1 && rm -rf y $(touch pwned2) `touch pwned3` | tee pwned4 {link} *"
+    argv = (sys.executable, "-c", DUMP_ARGV, _literal(out), "{title}", "{link}")
+    n = make_notification(title=title, link="$HOME'\"\\")
+    await CommandNotifier(argv).send(n)
+    assert json.loads(out.read_text()) == [title, "$HOME'\"\\"]  # "{link}" in a value stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["argv.json"]
+
+
+def test_render_argv_strips_nul_which_execve_cannot_carry() -> None:
+    n = make_notification(title="a\0b")
+    assert render_argv(("x", "{title}"), n) == ("x", "ab")
+
+
+@pytest.mark.parametrize(
+    ("template", "needle"),
+    [
+        ("{nope}", "unknown placeholder {nope}"),
+        ("{}", "unknown placeholder {}"),
+        ("{0}", "unknown placeholder {0}"),
+        ("{title.__class__}", "unknown placeholder {title.__class__}"),
+        ("{title[0]}", "unknown placeholder {title[0]}"),
+        ("{title", "literal braces"),
+        ("title}", "literal braces"),
+        ("{title:.2f}", "argv[1]"),
+    ],
+)
+def test_command_rejects_bad_templates_at_build(template: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CommandNotifier(("notify-send", template))
+    assert needle in str(info.value)
+
+
+def test_command_error_lists_known_placeholders() -> None:
+    with pytest.raises(ConfigError) as info:
+        CommandNotifier(("notify-send", "{titel}"))
+    for name in PLACEHOLDERS:
+        assert f"{{{name}}}" in str(info.value)
+
+
+def test_command_rejects_empty_argv() -> None:
+    with pytest.raises(ConfigError, match="non-empty argv"):
+        CommandNotifier(())
+    with pytest.raises(ConfigError, match="non-empty argv"):
+        CommandNotifier(("",))
+
+
+async def test_command_nonzero_exit_is_transient_with_stderr() -> None:
+    argv = (sys.executable, "-c", "import sys; sys.stderr.write('boom\\n' * 5000); sys.exit(3)")
+    with pytest.raises(NotifyError) as info:
+        await CommandNotifier(argv).send(make_notification())
+    assert info.value.channel == "command"
+    assert info.value.permanent is False
+    assert "exit status 3" in str(info.value)
+    assert "boom" in str(info.value)
+    assert len(str(info.value)) < 3000  # only the tail of stderr
+
+
+async def test_command_missing_executable_is_permanent(tmp_path: Path) -> None:
+    with pytest.raises(NotifyError) as info:
+        await CommandNotifier((str(tmp_path / "no-such-program"), "{title}")).send(
+            make_notification()
+        )
+    assert info.value.permanent is True
+    assert "no-such-program" in str(info.value)
+
+
+async def test_command_not_executable_is_permanent(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    if os.access(script, os.X_OK):  # pragma: no cover - root may execute anything
+        pytest.skip("running with privileges that ignore the execute bit")
+    with pytest.raises(NotifyError) as info:
+        await CommandNotifier((str(script),)).send(make_notification())
+    assert info.value.permanent is True
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+async def _wait_dead(pid: int) -> bool:
+    for _ in range(200):  # up to ~10 s: SIGKILL delivery and reaping are asynchronous
+        if not _alive(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+# Starts a grandchild, writes both pids, then hangs.
+HANG = (
+    "import os, subprocess, sys, time; "
+    "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    "open(sys.argv[1], 'w').write(str(os.getpid()) + ' ' + str(c.pid)); "
+    "time.sleep(60)"
+)
+
+
+# Starts a background grandchild that keeps the inherited stderr open, writes its pid, exits 0
+# (as xdg-open does when it starts a browser).
+DETACH = (
+    "import subprocess, sys; "
+    "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    "open(sys.argv[1], 'w').write(str(c.pid))"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see processes")
+async def test_command_success_does_not_wait_for_background_processes(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # A hang until the timeout would raise NotifyError and fail this test.
+    notifier = CommandNotifier((sys.executable, "-c", DETACH, _literal(pids)), timeout=20.0)
+    try:
+        await notifier.send(make_notification())
+        grandchild = int(pids.read_text())
+        assert _alive(grandchild)  # left alone after a successful run
+    finally:
+        if pids.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pids.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see processes")
+async def test_command_timeout_kills_the_process_group_and_is_transient(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    notifier = CommandNotifier((sys.executable, "-c", HANG, _literal(pids)), timeout=2.0)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert "killed" in str(info.value)
+    child, grandchild = (int(p) for p in pids.read_text().split())
+    assert await _wait_dead(child)
+    assert await _wait_dead(grandchild)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see processes")
+async def test_command_cancelled_send_kills_the_command(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    notifier = CommandNotifier((sys.executable, "-c", HANG, _literal(pids)), timeout=60.0)
+    task = asyncio.create_task(notifier.send(make_notification()))
+    for _ in range(200):
+        if pids.exists() and pids.read_text():
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    child, grandchild = (int(p) for p in pids.read_text().split())
+    assert await _wait_dead(child)
+    assert await _wait_dead(grandchild)
+
+
+# --- the factory ---------------------------------------------------------------------------------
+
+
+async def test_build_notifier_picks_the_channel(session: aiohttp.ClientSession) -> None:
+    smtp = SmtpConfig(sender="feeds@example.org")
+    webhook = build_notifier(
+        NotifyTarget(kind="webhook", target="https://hooks.example.org/x"),
+        session=session,
+        smtp=smtp,
+    )
+    mail = build_notifier(
+        NotifyTarget(kind="email", target="d@example.org"), session=session, smtp=smtp
+    )
+    command = build_notifier(
+        NotifyTarget(kind="command", argv=("notify-send", "{title}")), session=session, smtp=smtp
+    )
+    assert isinstance(webhook, WebhookNotifier) and webhook.channel == "webhook"
+    assert webhook.label == "webhook https://hooks.example.org"
+    assert isinstance(mail, EmailNotifier) and mail.channel == "email"
+    assert mail.label == "email d@example.org"
+    assert isinstance(command, CommandNotifier) and command.channel == "command"
+    assert command.argv == ("notify-send", "{title}")
+
+
+async def test_build_notifier_rejects_unknown_kinds_and_bad_targets(
+    session: aiohttp.ClientSession,
+) -> None:
+    smtp = SmtpConfig()
+    with pytest.raises(ConfigError, match="unknown notify kind 'pager'"):
+        build_notifier(NotifyTarget(kind="pager", target="x"), session=session, smtp=smtp)
+    with pytest.raises(ConfigError):
+        build_notifier(
+            NotifyTarget(kind="command", argv=("x", "{bogus}")), session=session, smtp=smtp
+        )
+    with pytest.raises(ConfigError):
+        build_notifier(
+            NotifyTarget(kind="webhook", target="file:///etc/passwd"), session=session, smtp=smtp
+        )

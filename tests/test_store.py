@@ -1,0 +1,217 @@
+"""The store against real SQLite files: migrations, sources' poll state, entries, matches, outbox."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from feedservice.errors import StorageError
+from feedservice.model import Entry, Match, Source, Validators
+from feedservice.store import SCHEMA_VERSION, open_store
+
+
+def _entry(i: int, *, source: str = "wire", content: str = "<p>body</p>", **kw: object) -> Entry:
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    values: dict[str, object] = {
+        "id": f"id-{i}",
+        "source": source,
+        "title": f"Title {i}",
+        "link": f"https://example.org/{i}",
+        "published": base + timedelta(hours=i),
+        "updated": base + timedelta(hours=i),
+        "summary": "summary",
+        "content_html": content,
+        "content_hash": f"hash-{i}-{content}",
+    }
+    values.update(kw)
+    return Entry(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = open_store(tmp_path / "db" / "feedservice.sqlite3")
+    yield s
+    s.close()
+
+
+def test_open_creates_schema_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    store = open_store(path)
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+    store.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    # reopening migrates nothing and keeps the version
+    assert open_store(path).migrate() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    open_store(path).set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(StorageError, match="newer than this feedservice"):
+        open_store(path)
+
+
+def test_unopenable_database_is_a_storage_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db.sqlite3"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError):
+        open_store(bad)
+
+
+def test_sources_due_and_poll_state(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    srcs = [
+        Source("a", 60, url="https://one.example/feed"),
+        Source("b", 60, url="https://one.example/other"),
+        Source("c", 60, directory=Path("/tmp/x")),
+    ]
+    store.sync_sources(srcs, now=now)
+    assert store.due_sources(now) == ["a", "b", "c"]
+    later = now + timedelta(minutes=5)
+    store.record_poll(
+        "a",
+        now=now,
+        next_check_at=later,
+        reason="interval",
+        status=200,
+        validators=Validators('"e1"', "Wed, 25 Nov 2026 10:00:00 GMT", "h"),
+    )
+    assert store.due_sources(now) == ["b", "c"]
+    assert store.due_sources(later) == ["b", "c", "a"]  # oldest due first
+    state = store.source_state("a")
+    assert state is not None
+    assert state.validators.etag == '"e1"'
+    assert state.next_check_reason == "interval"
+    assert state.next_check_at == later and state.next_check_at.tzinfo is not None
+
+    assert (
+        store.record_failure("b", now=now, error="boom", next_check_at=later, reason="backoff") == 1
+    )
+    assert (
+        store.record_failure("b", now=now, error="boom", next_check_at=later, reason="backoff") == 2
+    )
+    # Retry-After on one host holds for every source on that host
+    until = now + timedelta(hours=1)
+    assert store.defer_host("one.example", until) == 2
+    assert store.due_sources(later) == ["c"]
+    # --force polls everything except sources under Retry-After or gone
+    store.record_failure(
+        "c", now=now, error="gone", next_check_at=until, reason="gone", status=410, gone=True
+    )
+    assert store.due_sources(now, force=True) == []
+    assert store.due_sources(until) == ["a", "b"]
+
+
+def test_sync_sources_resets_on_url_change_and_drops_removed(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    store.sync_sources([Source("a", 60, url="https://x.example/1")], now=now)
+    store.record_poll(
+        "a",
+        now=now,
+        next_check_at=now + timedelta(days=1),
+        reason="interval",
+        validators=Validators('"e"', None, None),
+    )
+    store.sync_sources([Source("a", 60, url="https://x.example/2")], now=now)
+    state = store.source_state("a")
+    assert state is not None and state.url == "https://x.example/2"
+    assert state.validators == Validators(None, None, None)
+    assert store.due_sources(now) == ["a"]
+    store.sync_sources([], now=now)
+    assert store.source_state("a") is None
+
+
+def test_upsert_keeps_updated_unless_content_changes(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    e = _entry(1)
+    first = store.upsert_entries("wire", [e], now=now)
+    assert [x.id for x in first.new] == ["id-1"]
+    again = store.upsert_entries("wire", [e], now=now + timedelta(hours=1))
+    assert again.new == () and again.changed == () and again.unchanged == 1
+    edited = _entry(1, content="<p>new body</p>")
+    later = now + timedelta(days=2)
+    changed = store.upsert_entries("wire", [edited], now=later)
+    assert len(changed.changed) == 1
+    [stored] = store.latest_entries(["wire"], 10)
+    assert stored.content_html == "<p>new body</p>"
+    assert stored.published == e.published
+    assert stored.updated == later  # the item's own date did not move: our clock says when
+
+
+def test_undated_entry_keeps_first_seen(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    e = _entry(1, dated=False, published=now, updated=now)
+    store.upsert_entries("news", [replace(e, source="news")], now=now)
+    later = now + timedelta(days=1)
+    edit = replace(e, source="news", published=later, updated=later, content_hash="other")
+    store.upsert_entries("news", [edit], now=later)
+    [stored] = store.latest_entries(["news"], 10)
+    assert stored.published == now
+    assert stored.updated == later
+
+
+def test_latest_entries_newest_first_limited(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    store.upsert_entries("wire", [_entry(i) for i in range(5)], now=now)
+    store.upsert_entries("other", [_entry(9, source="other")], now=now)
+    got = store.latest_entries(["wire", "other"], 3)
+    assert [e.id for e in got] == ["id-9", "id-4", "id-3"]
+    assert store.delete_entries("wire", ["id-4", "id-3"]) == 2
+    assert [e.id for e in store.latest_entries(["wire"], 10)] == ["id-2", "id-1", "id-0"]
+    found = store.get_entries([("wire", "id-1"), ("wire", "nope")])
+    assert list(found) == [("wire", "id-1")]
+    assert store.entry_by_link("https://example.org/2") is not None
+    batches = list(store.iter_entries(batch=2))
+    assert sum(len(b) for b in batches) == 4
+
+
+def test_large_batches_are_chunked(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    many = [_entry(i) for i in range(2500)]
+    assert len(store.upsert_entries("wire", many, now=now).new) == 2500
+    assert store.upsert_entries("wire", many, now=now).unchanged == 2500
+    assert store.count_entries() == 2500
+
+
+def test_matches_are_never_reported_twice(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    store.upsert_entries("wire", [_entry(1), _entry(2)], now=now)
+    m = Match("w", "id-1", 0.8, ("shares: Tokyo",))
+    assert store.add_matches([(m, "wire", [1, 2, 3])], now=now) == [m]
+    assert store.add_matches([(m, "wire", [1, 2, 3])], now=now) == []
+    store.add_also("w", "wire", "id-1", "id-2")
+    [sm] = store.watch_matches("w", 10)
+    assert sm.match.also == ("id-2",)
+    assert sm.entry.title == "Title 1"
+    assert store.match_signatures("w") == [("wire", "id-1", [1, 2, 3])]
+    assert store.is_matched("w", "wire", "id-1") and not store.is_matched("w", "wire", "id-2")
+
+
+def test_outbox_lease_retry_and_delivered_once(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    assert store.enqueue("k1", ["webhook:http://x", "email:a@b"], {"title": "t"}, now=now) == 2
+    assert store.enqueue("k1", ["webhook:http://x"], {"title": "t"}, now=now) == 0
+    lease = now + timedelta(minutes=5)
+    claimed = store.claim_due(now=now, lease_until=lease)
+    assert len(claimed) == 2
+    # leased items are not handed out again until the lease expires (a crash mid-delivery)
+    assert store.claim_due(now=now, lease_until=lease) == []
+    web, mail = sorted(claimed, key=lambda i: i.target, reverse=True)
+    store.mark_delivered(web.pk, now=now)
+    store.mark_attempt_failed(
+        mail.pk, error="down", next_attempt_at=now + timedelta(minutes=1), permanent=False
+    )
+    assert store.claim_due(now=now, lease_until=lease) == []
+    retry = store.claim_due(now=now + timedelta(minutes=1), lease_until=lease)
+    assert [i.target for i in retry] == ["email:a@b"] and retry[0].attempts == 1
+    # after the lease expires, an unacknowledged item comes back
+    again = store.claim_due(
+        now=lease + timedelta(seconds=1), lease_until=lease + timedelta(minutes=5)
+    )
+    assert [i.target for i in again] == ["email:a@b"]
+    store.mark_delivered(again[0].pk, now=now)
+    assert store.outbox_counts() == {"pending": 0, "delivered": 2, "failed": 0}
+    assert store.claim_due(now=now + timedelta(days=1), lease_until=now + timedelta(days=2)) == []
+
+
+def test_naive_datetimes_are_refused(store) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises((StorageError, ValueError)):
+        store.sync_sources([Source("a", 60, url="https://x")], now=datetime(2026, 1, 1))

@@ -1,0 +1,286 @@
+"""poll_source through the real pipeline: story folders, and URL sources against a loopback
+origin for every status path (issue 2 item 3, issue 3 items 2-4)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import feedparser
+import pytest
+from aiohttp import web
+
+from feedservice.app import App
+from feedservice.config import Config, FetchConfig, ServiceConfig
+from feedservice.model import FeedSpec, Source
+from tests.origin import Origin, rss
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def make_config(tmp_path: Path, sources: list[Source], **fetch: float) -> Config:
+    return Config(
+        path=tmp_path / "feedservice.yaml",
+        service=ServiceConfig(
+            base_url="http://127.0.0.1:8080/",
+            feeds_dir=tmp_path / "feeds",
+            data_dir=tmp_path / "var",
+            jitter=0.1,
+        ),
+        fetch=FetchConfig(min_interval=60, total_timeout=5, **fetch),  # type: ignore[arg-type]
+        sources=tuple(sources),
+        feeds=(FeedSpec("all", "All", tuple(s.name for s in sources)),),
+    )
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[Origin]:
+    o = await Origin().start()
+    yield o
+    await o.close()
+
+
+def published_titles(tmp_path: Path) -> list[str]:
+    return [e.title for e in feedparser.parse((tmp_path / "feeds" / "all.atom").read_bytes()).entries]
+
+
+# --- story folders ---------------------------------------------------------------------------
+
+
+async def test_story_folder_new_changed_removed_malformed(tmp_path: Path) -> None:
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (stories / "a.txt").write_text("Alpha\n\nFirst paragraph of alpha.\n")
+    (stories / "b.txt").write_text("Beta\n\nFirst paragraph of beta.\n")
+    (stories / "bad.json").write_text('{"title": "Half written", ')
+    clock = Clock()
+    config = make_config(tmp_path, [Source("news", 60, directory=stories)])
+    async with App(config, clock=clock, rng=random.Random(1)) as app:
+        report = await app.run_once()
+        assert sorted(published_titles(tmp_path)) == ["Alpha", "Beta"]
+        [poll] = report.polled
+        assert any("bad.json" in e for e in poll.errors)
+        state = app.store.source_state("news")
+        assert state is not None and "bad.json" in (state.last_error or "")
+        [alpha] = [e for e in app.store.latest_entries(["news"], 10) if e.title == "Alpha"]
+
+        # changed file: same id, new updated
+        clock.advance(120)
+        (stories / "a.txt").write_text("Alpha\n\nAn edited first paragraph of alpha.\n")
+        await app.run_once()
+        [alpha2] = [e for e in app.store.latest_entries(["news"], 10) if e.title == "Alpha"]
+        assert alpha2.id == alpha.id
+        assert alpha2.updated > alpha.updated
+        assert alpha2.published == alpha.published  # undated story: first seen, kept
+
+        # a good file turned malformed keeps its entry; a removed file leaves the feed
+        clock.advance(120)
+        (stories / "b.txt").write_text("")
+        (stories / "a.txt").unlink()
+        await app.run_once()
+        assert published_titles(tmp_path) == ["Beta"]
+        state = app.store.source_state("news")
+        assert state is not None and "b.txt" in (state.last_error or "")
+
+
+async def test_unchanged_story_folder_rewrites_nothing(tmp_path: Path) -> None:
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (stories / "a.txt").write_text("Alpha\n\nBody.\n")
+    clock = Clock()
+    config = make_config(tmp_path, [Source("news", 60, directory=stories)])
+    async with App(config, clock=clock) as app:
+        first = await app.run_once()
+        assert len(first.written) == 3
+        clock.advance(3600)
+        again = await app.run_once()
+        assert again.written == ()
+    # a restart (new App, same store) changes no byte either
+    before = {p: p.read_bytes() for p in (tmp_path / "feeds").iterdir()}
+    async with App(config, clock=clock) as app:
+        clock.advance(3600)
+        assert (await app.run_once(force=True)).written == ()
+    assert {p: p.read_bytes() for p in (tmp_path / "feeds").iterdir()} == before
+
+
+# --- URL sources -----------------------------------------------------------------------------
+
+
+async def test_conditional_requests_and_nothing_polled_before_due(
+    tmp_path: Path, origin: Origin
+) -> None:
+    origin.serve_feed("/a.xml", rss("A", [("a1", "One"), ("a2", "Two")]))
+    origin.serve_feed("/b.xml", rss("B", [("b1", "Three")]))
+    clock = Clock()
+    sources = [
+        Source("a", 600, url=origin.url("/a.xml")),
+        Source("b", 1800, url=origin.url("/b.xml")),
+    ]
+    async with App(make_config(tmp_path, sources), clock=clock) as app:
+        await app.run_once()
+        assert sorted(published_titles(tmp_path)) == ["One", "Three", "Two"]
+        first_round = len(origin.seen)
+        assert first_round == 2
+        # not due yet: nothing is requested
+        for _ in range(5):
+            clock.advance(100)
+            await app.run_once()
+        assert len(origin.seen) == first_round
+        # a's interval (600 s + at most 10% jitter) has passed, b's has not
+        clock.advance(700 - 500)
+        report = await app.run_once()
+        assert [r.source for r in report.polled] == ["a"]
+        assert report.polled[0].outcome == "not_modified"
+        for _ in range(30):
+            clock.advance(100)
+            await app.run_once()
+    after_first = origin.seen[2:]
+    assert after_first, "sources were polled again once due"
+    assert all("If-None-Match" in s.headers for s in after_first)
+    assert all("If-Modified-Since" in s.headers for s in after_first)
+    # a is polled about every 600-660 s, b every 1800-1980 s over 3,700 s
+    assert 4 <= len(origin.requests_to("/a.xml")) <= 7
+    assert 2 <= len(origin.requests_to("/b.xml")) <= 3
+
+
+async def test_permanent_redirect_updates_url_temporary_does_not(
+    tmp_path: Path, origin: Origin
+) -> None:
+    origin.serve_feed("/new.xml", rss("N", [("n1", "Moved")]))
+    origin.serve_feed("/temp-target.xml", rss("T", [("t1", "Temp")]))
+    origin.serve_status("/old.xml", 301, {"Location": "/new.xml"})
+    origin.serve_status("/temp.xml", 302, {"Location": "/temp-target.xml"})
+    clock = Clock()
+    sources = [
+        Source("moved", 600, url=origin.url("/old.xml")),
+        Source("temp", 600, url=origin.url("/temp.xml")),
+    ]
+    async with App(make_config(tmp_path, sources), clock=clock) as app:
+        await app.run_once()
+        moved = app.store.source_state("moved")
+        temp = app.store.source_state("temp")
+        assert moved is not None and moved.url == origin.url("/new.xml")
+        assert temp is not None and temp.url == origin.url("/temp.xml")
+        clock.advance(3600)
+        await app.run_once()
+    assert len(origin.requests_to("/old.xml")) == 1
+    assert len(origin.requests_to("/temp.xml")) == 2
+
+
+async def test_gone_stops_polling_and_says_so(tmp_path: Path, origin: Origin) -> None:
+    origin.serve_status("/gone.xml", 410)
+    clock = Clock()
+    async with App(
+        make_config(tmp_path, [Source("old", 60, url=origin.url("/gone.xml"))]), clock=clock
+    ) as app:
+        report = await app.run_once()
+        assert report.polled[0].outcome == "gone"
+        for _ in range(3):
+            clock.advance(86400)
+            await app.run_once(force=True)
+        state = app.store.source_state("old")
+        assert state is not None and state.gone and "Gone" in (state.last_error or "")
+        assert [s.name for s in app.failing_sources()] == ["old"]
+    assert len(origin.requests_to("/gone.xml")) == 1
+
+
+async def test_retry_after_holds_for_every_source_on_the_host(
+    tmp_path: Path, origin: Origin
+) -> None:
+    origin.serve_status("/busy.xml", 429, {"Retry-After": "7200"})
+    origin.serve_feed("/ok.xml", rss("OK", [("o1", "Fine")]))
+    clock = Clock()
+    sources = [
+        Source("busy", 600, url=origin.url("/busy.xml")),
+        Source("ok", 600, url=origin.url("/ok.xml")),
+    ]
+    async with App(make_config(tmp_path, sources), clock=clock) as app:
+        await app.run_once()
+        ok_before = len(origin.requests_to("/ok.xml"))
+        clock.advance(3600)  # ok's own interval has passed, but the host asked for 2 hours
+        await app.run_once()
+        await app.run_once(force=True)  # --force respects Retry-After too
+        assert len(origin.requests_to("/ok.xml")) == ok_before
+        assert len(origin.requests_to("/busy.xml")) == 1
+        states = {s.name: s for s in app.source_states()}
+        assert states["busy"].next_check_reason == "retry-after"
+        assert states["busy"].last_status == 429
+        clock.advance(3601)
+        await app.run_once()
+    assert len(origin.requests_to("/busy.xml")) == 2
+
+
+async def test_failures_back_off_with_jitter_and_never_stop(tmp_path: Path, origin: Origin) -> None:
+    calls = 0
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:
+            return web.Response(status=500)
+        return web.Response(body=rss("F", [("f1", "Back")]), content_type="application/rss+xml")
+
+    origin.routes["/flaky.xml"] = flaky
+    origin.serve_feed("/fine.xml", rss("Fine", [("x1", "Steady")]))
+    clock = Clock()
+    sources = [
+        Source("flaky", 600, url=origin.url("/flaky.xml")),
+        Source("fine", 600, url=origin.url("/fine.xml")),
+    ]
+    async with App(make_config(tmp_path, sources), clock=clock) as app:
+        report = await app.run_once()
+        # one failing source never stops the other
+        assert {r.source: r.outcome for r in report.polled} == {
+            "flaky": "error",
+            "fine": "updated",
+        }
+        delays = []
+        for _ in range(200):
+            state = app.store.source_state("flaky")
+            assert state is not None
+            if state.failures == 0:
+                break
+            assert state.next_check_reason == "backoff"
+            delays.append((state.next_check_at - clock.now).total_seconds())
+            clock.now = state.next_check_at
+            await app.run_once()
+        state = app.store.source_state("flaky")
+        assert state is not None and state.failures == 0 and state.last_status == 200
+    assert calls == 5
+    assert all(d > 0 for d in delays)
+    assert "Back" in published_titles(tmp_path)
+
+
+async def test_broken_feed_is_recorded_and_published_files_survive(
+    tmp_path: Path, origin: Origin
+) -> None:
+    body = rss("Good", [("g1", "Good one")])
+
+    async def feed(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/rss+xml")
+
+    origin.routes["/f.xml"] = feed
+    clock = Clock()
+    async with App(
+        make_config(tmp_path, [Source("f", 600, url=origin.url("/f.xml"))]), clock=clock
+    ) as app:
+        await app.run_once()
+        before = (tmp_path / "feeds" / "all.atom").read_bytes()
+        body = b"\x89PNG\r\n\x1a\n garbage \x00\x01"
+        clock.advance(3600)
+        report = await app.run_once()
+        assert report.polled[0].outcome == "error"
+        state = app.store.source_state("f")
+        assert state is not None and state.failures == 1
+        assert (tmp_path / "feeds" / "all.atom").read_bytes() == before
