@@ -1,4 +1,4 @@
-"""The store against real SQLite files: migrations, sources' poll state, entries, matches, outbox."""
+"""The store against real SQLite files: migrations, poll state, entries, matches, outbox."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from feedservice.errors import StorageError
 from feedservice.model import Entry, Match, Source, Validators
-from feedservice.store import SCHEMA_VERSION, open_store
+from feedservice.store import SCHEMA_VERSION, MatchRow, open_store
 
 
 def _entry(i: int, *, source: str = "wire", content: str = "<p>body</p>", **kw: object) -> Entry:
@@ -176,11 +176,13 @@ def test_large_batches_are_chunked(store, now: datetime) -> None:  # type: ignor
 def test_matches_are_never_reported_twice(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
     store.upsert_entries("wire", [_entry(1), _entry(2)], now=now)
     m = Match("w", "id-1", 0.8, ("shares: Tokyo",))
-    assert store.add_matches([(m, "wire", [1, 2, 3])], now=now) == [m]
-    assert store.add_matches([(m, "wire", [1, 2, 3])], now=now) == []
-    store.add_also("w", "wire", "id-1", "id-2")
+    row = MatchRow(m, "wire", [1, 2, 3])
+    assert store.add_matches([row], now=now) == [row]
+    assert store.add_matches([row], now=now) == []
+    assert store.add_also("w", "wire", "id-1", ("other", "id-2"))
+    assert not store.add_also("w", "wire", "id-1", ("other", "id-2"))
     [sm] = store.watch_matches("w", 10)
-    assert sm.match.also == ("id-2",)
+    assert sm.match.also == ("id-2",) and sm.also == (("other", "id-2"),)
     assert sm.entry.title == "Title 1"
     assert store.match_signatures("w") == [("wire", "id-1", [1, 2, 3])]
     assert store.is_matched("w", "wire", "id-1") and not store.is_matched("w", "wire", "id-2")

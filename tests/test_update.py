@@ -52,7 +52,9 @@ async def origin() -> AsyncIterator[Origin]:
 
 
 def published_titles(tmp_path: Path) -> list[str]:
-    return [e.title for e in feedparser.parse((tmp_path / "feeds" / "all.atom").read_bytes()).entries]
+    return [
+        e.title for e in feedparser.parse((tmp_path / "feeds" / "all.atom").read_bytes()).entries
+    ]
 
 
 # --- story folders ---------------------------------------------------------------------------

@@ -20,19 +20,34 @@ from pathlib import Path
 import aiohttp
 
 from feedservice.config import Config
-from feedservice.errors import FeedServiceError, NotifyError, PublishError, StorageError
+from feedservice.errors import (
+    ConfigError,
+    FeedServiceError,
+    NotifyError,
+    ParseError,
+    PublishError,
+    QueryError,
+    StorageError,
+)
 from feedservice.fetch import FetchOptions, make_session
-from feedservice.model import Entry, FeedSpec, NotifyTarget, Source
+from feedservice.model import Entry, FeedSpec, Match, NotifyTarget, Source, Watch
+from feedservice.monitor import CorpusStats, Monitor, WatchInput, near_duplicate, signature
+from feedservice.normalise import normalise_item
 from feedservice.notify import Notification, Notifier, build_notifier, retry_delay
-from feedservice.publish import FeedView, render_feed, write_if_changed
-from feedservice.store import OutboxItem, SourceState, Store, open_store
+from feedservice.parse import parse_story
+from feedservice.publish import EntryExtra, FeedView, render_feed, write_if_changed
+from feedservice.store import MatchRow, OutboxItem, SourceState, Store, open_store
 from feedservice.update import PollPolicy, PollReport, poll_source, record_crash
 
 log = logging.getLogger(__name__)
 
-OUTBOX_LEASE = timedelta(minutes=5)  # a claimed notification is retried after this if unacknowledged
+OUTBOX_LEASE = timedelta(
+    minutes=5
+)  # a claimed notification is retried after this if unacknowledged
 RETRY_BASE = 30.0  # seconds; notification retries back off exponentially from here...
 RETRY_CAP = 600.0  # ...to at most 10 minutes, so a receiver back after an hour hears soon
+STATS_KEY = "monitor.corpus_stats"
+WATCH_READY_KEY = "monitor.watch_ready.{}"  # set after a watch's first (backlog) pass
 
 Clock = Callable[[], datetime]
 
@@ -78,6 +93,10 @@ class App:
         self._store: Store | None = None
         self._session: aiohttp.ClientSession | None = None
         self._notifiers: dict[str, Notifier] = {}
+        self._monitor: Monitor | None = None
+        self._stories: dict[str, Entry | None] = {}
+        self._stats_dirty = False
+        self.watches = {w.name: w for w in config.watches}
         self._lock = asyncio.Lock()
         self._published_since_open = False
         self.sources = {s.name: s for s in config.sources}
@@ -131,6 +150,7 @@ class App:
             max_concurrency=self.config.fetch.max_concurrency, per_host=self.config.fetch.per_host
         )
         self._build_notifiers()
+        self._build_monitor()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -186,10 +206,30 @@ class App:
                 else tuple(f for f in self.config.feeds if touched & set(f.sources))
             )
             written, errors = self.publish(specs)
+            fresh_watches: set[str] = set()
+            matched = 0
+            try:
+                fresh_watches, matched = self.monitor_entries(
+                    [e for r in reports for e in (*r.new, *r.changed)]
+                )
+            except StorageError:
+                raise
+            except Exception as exc:  # the monitor must never stop polling and publishing
+                log.exception("monitor failed")
+                errors.append(f"monitor: {exc}")
+            watch_specs = (
+                self.config.watches
+                if publish_all
+                else tuple(w for w in self.config.watches if w.name in fresh_watches)
+            )
+            watch_written, watch_errors = self.publish_watches(watch_specs)
+            notified = await self.deliver_notifications()
             return PassReport(
                 polled=tuple(reports),
-                written=tuple(written),
-                errors=tuple(errors),
+                written=tuple(written + watch_written),
+                matches=matched,
+                notified=notified,
+                errors=tuple(errors + watch_errors),
             )
 
     async def poll_many(self, names: Sequence[str]) -> list[PollReport]:
@@ -258,6 +298,203 @@ class App:
                 errors.append(f"feed {spec.name}: {exc}")
         return written, errors
 
+    # --- the monitor ----------------------------------------------------------------------
+
+    def _watch_story(self, index: int, watch: Watch) -> Entry | None:
+        """The watch's story as an entry. A story file inside a story folder gets the id
+        that folder gives it, so the story is never reported as its own follow-up.
+
+        Raises ConfigError naming the config field when the file cannot be read or parsed."""
+        if watch.story is None:
+            return None
+        path = watch.story
+        field_path = f"watches[{index}].story"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the story file {path}: {exc.strerror}",
+                path=str(self.config.path),
+                field=field_path,
+            ) from exc
+        source, rel = f"watch:{watch.name}", path.name
+        for src in self.config.sources:
+            if src.directory is None:
+                continue
+            try:
+                rel = path.resolve().relative_to(src.directory.resolve()).as_posix()
+            except ValueError:
+                continue
+            source = src.name
+            break
+        try:
+            raw = parse_story(data, path=rel)
+        except ParseError as exc:
+            raise ConfigError(
+                f"the story file {path} is not a story: {exc.detail}",
+                path=str(self.config.path),
+                field=field_path,
+            ) from exc
+        return normalise_item(
+            raw, source=source, now=self.clock(), permalink_base=self._story_base(source)
+        )
+
+    def _story_base(self, source: str) -> str | None:
+        return (
+            None if self.policy.permalink_base is None else f"{self.policy.permalink_base}{source}/"
+        )
+
+    def _build_monitor(self) -> None:
+        if not self.config.watches:
+            return
+        inputs = []
+        for i, watch in enumerate(self.config.watches):
+            story = self._watch_story(i, watch)
+            self._stories[watch.name] = story
+            inputs.append(WatchInput(watch, story))
+        stats: CorpusStats | None = None
+        saved = self.store.get_meta(STATS_KEY)
+        if saved:
+            try:
+                stats = CorpusStats.from_json(saved)
+            except ValueError:
+                log.warning("monitor: stored corpus statistics unreadable; rebuilding them")
+        try:
+            self._monitor = Monitor(inputs, stats=stats)
+        except QueryError as exc:
+            index = next(i for i, w in enumerate(self.config.watches) if w.name == exc.watch)
+            raise ConfigError(
+                str(exc), path=str(self.config.path), field=f"watches[{index}].query"
+            ) from exc
+        if stats is None:
+            for batch in self.store.iter_entries():
+                self._monitor.observe(batch)
+            self._stats_dirty = True
+
+    def monitor_entries(self, entries: Sequence[Entry]) -> tuple[set[str], int]:
+        """Match new entries against every watch; store the matches and queue their
+        notifications. A watch's first pass also matches everything already stored (its
+        backlog), which is published but notified only with ``notify_backlog``.
+
+        Returns the names of the watches with new matches and how many matches were new."""
+        if self._monitor is None:
+            return set(), 0
+        if entries:
+            self._monitor.observe(entries)
+            self._stats_dirty = True
+        changed: set[str] = set()
+        new = 0
+        pending = [w for w in self.config.watches if not self._watch_ready(w)]
+        if pending:
+            backlog = Monitor(
+                [WatchInput(w, self._stories.get(w.name)) for w in pending],
+                stats=self._monitor.stats,
+            )
+            for batch in self.store.iter_entries():
+                n, names = self._record_matches(backlog.match(batch), batch, backlog=True)
+                new += n
+                changed |= names
+            for w in pending:
+                self.store.set_meta(WATCH_READY_KEY.format(w.name), self.clock().isoformat())
+        if entries:
+            pending_names = {w.name for w in pending}
+            found = [m for m in self._monitor.match(entries) if m.watch not in pending_names]
+            n, names = self._record_matches(found, entries, backlog=False)
+            new += n
+            changed |= names
+        if self._stats_dirty:
+            self.store.set_meta(STATS_KEY, self._monitor.stats.to_json())
+            self._stats_dirty = False
+        return changed, new
+
+    def _watch_ready(self, watch: Watch) -> bool:
+        return self.store.get_meta(WATCH_READY_KEY.format(watch.name)) is not None
+
+    def _record_matches(
+        self, found: Sequence[Match], batch: Sequence[Entry], *, backlog: bool
+    ) -> tuple[int, set[str]]:
+        """Store matches; another outlet's copy of an already matched story joins that match
+        ("also reported by") instead of being reported again."""
+        if not found:
+            return 0, set()
+        by_id = {e.id: e for e in batch}
+        now = self.clock()
+        known: dict[str, list[tuple[str, str, list[int]]]] = {}
+        rows: list[MatchRow] = []
+        changed: set[str] = set()
+        for m in found:
+            entry = by_id[m.entry_id]
+            sig = list(signature(entry))
+            if m.watch not in known:
+                known[m.watch] = self.store.match_signatures(m.watch)
+            twin = next(
+                (
+                    (src, eid)
+                    for src, eid, other in known[m.watch]
+                    if (src, eid) != (entry.source, entry.id) and near_duplicate(sig, other)
+                ),
+                None,
+            )
+            if twin is not None:
+                if self.store.add_also(m.watch, twin[0], twin[1], (entry.source, entry.id)):
+                    changed.add(m.watch)
+                continue
+            also = tuple((by_id[a].source, a) for a in m.also if a in by_id)
+            rows.append(MatchRow(m, entry.source, sig, also))
+            known[m.watch].append((entry.source, entry.id, sig))
+        fresh = self.store.add_matches(rows, now=now)
+        for row in fresh:
+            watch = self.watches[row.match.watch]
+            changed.add(watch.name)
+            if watch.notify and (not backlog or watch.notify_backlog):
+                entry = by_id[row.match.entry_id]
+                payload = Notification.from_match(watch, row.match, entry).to_json()
+                self.store.enqueue(
+                    payload["key"], [target_key(t) for t in watch.notify], payload, now=now
+                )
+        return len(fresh), changed
+
+    def publish_watches(self, watches: Iterable[Watch]) -> tuple[list[Path], list[str]]:
+        """Each watch is a feed: its matches, newest first, with score and reasons."""
+        written: list[Path] = []
+        errors: list[str] = []
+        feeds_dir = self.config.service.feeds_dir
+        for watch in watches:
+            try:
+                stored = self.store.watch_matches(watch.name, watch.limit)
+                others = self.store.get_entries([pair for sm in stored for pair in sm.also])
+                story = self._stories.get(watch.name)
+                extras = {
+                    sm.entry.id: EntryExtra(
+                        score=sm.match.score,
+                        reasons=sm.match.reasons,
+                        story=story.title if story is not None else watch.query,
+                        also=tuple(
+                            (pair[0], link)
+                            for pair in sm.also
+                            if (link := getattr(others.get(pair), "link", None))
+                        ),
+                    )
+                    for sm in stored
+                }
+                view = FeedView(
+                    name=watch.name,
+                    title=watch.title,
+                    self_base=self.config.service.base_url,
+                    description=_watch_description(watch, story),
+                    entry_id_scope=f"watch:{watch.name}",
+                )
+                entries = [sm.entry for sm in stored]
+                for fmt in ("atom", "rss", "json"):
+                    path = feeds_dir / f"{watch.name}.{fmt}"
+                    data = render_feed(view, entries, fmt, extras=extras)
+                    if write_if_changed(path, data):
+                        written.append(path)
+            except FeedServiceError as exc:
+                log.error("watch feed %s: %s", watch.name, exc)
+                errors.append(f"watch {watch.name}: {exc}")
+        return written, errors
+
     # --- notifications --------------------------------------------------------------------
 
     def _build_notifiers(self) -> None:
@@ -297,9 +534,7 @@ class App:
                     await notifier.send(Notification.from_json(item.payload))
                 except (NotifyError, ValueError) as exc:
                     permanent = isinstance(exc, ValueError) or exc.permanent
-                    delay = retry_delay(
-                        item.attempts + 1, self.rng, base=RETRY_BASE, cap=RETRY_CAP
-                    )
+                    delay = retry_delay(item.attempts + 1, self.rng, base=RETRY_BASE, cap=RETRY_CAP)
                     if isinstance(exc, NotifyError) and exc.retry_after:
                         delay = max(delay, exc.retry_after)
                     log.warning(
@@ -337,6 +572,10 @@ class App:
         """(name, title, formats) of every published feed, for the index page."""
         return [(f.name, f.title, f.formats) for f in self.config.feeds]
 
+    def published_watches(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(name, title, formats) of every watch feed, for the index page."""
+        return [(w.name, w.title, ("atom", "rss", "json")) for w in self.config.watches]
+
     def seconds_until_due(self) -> float | None:
         due = self.store.next_due_at()
         if due is None:
@@ -345,6 +584,15 @@ class App:
 
     def source(self, name: str) -> Source | None:
         return self.sources.get(name)
+
+
+def _watch_description(watch: Watch, story: Entry | None) -> str:
+    parts = []
+    if story is not None:
+        parts.append(f"Items related to the story \u201c{story.title}\u201d")
+    if watch.query:
+        parts.append(f"matching the query {watch.query}")
+    return ", ".join(parts) or watch.title
 
 
 def target_key(target: NotifyTarget) -> str:

@@ -10,13 +10,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-
-from aiohttp import web
 
 from feedservice import __version__
 from feedservice.app import App, PassReport
@@ -27,13 +24,10 @@ from feedservice.config import (
     resolve_config_path,
     summarize_config,
 )
+from feedservice.daemon import run_daemon
 from feedservice.errors import ConfigError, FeedServiceError
-from feedservice.scheduler import build_scheduler
-from feedservice.server import build_web_app
 
 log = logging.getLogger("feedservice")
-
-SHUTDOWN_GRACE = 8.0  # seconds to finish in-flight work on SIGTERM (we promise exit within 10 s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_once(config, force=args.force))
         if command == "status":
             return asyncio.run(_status(config))
-        return asyncio.run(_run(config))
+        return asyncio.run(run_daemon(config))
     except ConfigError as exc:
         print(f"feedservice: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -103,31 +97,6 @@ def _with_listen(config: Config, listen: str) -> Config:
     return replace(config, service=service)
 
 
-async def _run(config: Config) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with App(config) as app:
-        runner = web.AppRunner(build_web_app(app), access_log=None)
-        await runner.setup()
-        svc = config.service
-        site = web.TCPSite(runner, svc.listen_host, svc.listen_port)
-        await site.start()
-        for address in runner.addresses:
-            host, port = address[0], address[1]
-            log.info("serving on http://%s:%s/ (public URL %s)", host, port, svc.base_url)
-        scheduler = build_scheduler(app)
-        scheduler.start()
-        await stop.wait()
-        log.info("shutting down: finishing in-flight work")
-        scheduler.shutdown(wait=False)
-        if not await app.drain(SHUTDOWN_GRACE):
-            log.warning("in-flight work did not finish within %.0fs; stopping anyway", SHUTDOWN_GRACE)
-        await runner.cleanup()
-    return 0
-
-
 async def _once(config: Config, *, force: bool) -> int:
     progress = _progress_printer()
     async with App(config, progress=progress) as app:
@@ -156,7 +125,7 @@ def _progress_printer() -> Callable[[int, int], None]:
 
     def plain(done: int, total: int) -> None:
         nonlocal step
-        if total >= 100 and done * 10 // total > step or done == total:
+        if (total >= 100 and done * 10 // total > step) or done == total:
             step = done * 10 // total
             log.info("polled %d/%d sources", done, total)
 
@@ -206,7 +175,10 @@ async def _status(config: Config) -> int:
             table.add_row(*row)
         Console().print(table)
     else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            for i, h in enumerate(headers)
+        ]
         print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
         for row in rows:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

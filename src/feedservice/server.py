@@ -131,9 +131,7 @@ def build_web_app(app: App) -> web.Application:
         return resp
 
     async def index(request: web.Request) -> web.Response:
-        return web.Response(
-            text=render_index(app), content_type="text/html", charset="utf-8"
-        )
+        return web.Response(text=render_index(app), content_type="text/html", charset="utf-8")
 
     async def story(request: web.Request) -> web.Response:
         try:
@@ -142,7 +140,9 @@ def build_web_app(app: App) -> web.Application:
             raise web.HTTPServiceUnavailable(text=f"{exc}\n") from exc
         if entry is None:
             raise web.HTTPNotFound(text="no such story\n")
-        return web.Response(text=render_story(app, entry), content_type="text/html", charset="utf-8")
+        return web.Response(
+            text=render_story(app, entry), content_type="text/html", charset="utf-8"
+        )
 
     async def healthz(request: web.Request) -> web.Response:
         try:
@@ -185,7 +185,8 @@ _PAGE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 {head}<style>
-body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; }}
+body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto;
+       padding: 0 1rem; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: .2rem .6rem; text-align: left; }}
 .bad {{ color: #a00; }} code {{ background: #f4f4f4; padding: 0 .2rem; }}
 </style>
@@ -202,24 +203,35 @@ def render_index(app: App) -> str:
     base = app.config.service.base_url
     esc = html.escape
     head: list[str] = []
-    items: list[str] = []
-    for name, title, formats in app.published_feeds():
-        links = []
-        for fmt in formats:
-            url = f"{base}{name}.{fmt}"
-            mime = CONTENT_TYPES[fmt].split(";")[0]
-            head.append(
-                f'<link rel="alternate" type="{mime}" title="{esc(title)} ({FORMAT_LABELS[fmt]})" '
-                f'href="{esc(url)}">\n'
-            )
-            links.append(f'<a href="{esc(url)}">{FORMAT_LABELS[fmt]}</a>')
-        items.append(f"<li><strong>{esc(title)}</strong> — {' · '.join(links)}</li>")
+
+    def listing(feeds: list[tuple[str, str, tuple[str, ...]]]) -> str:
+        items: list[str] = []
+        for name, title, formats in feeds:
+            links = []
+            for fmt in formats:
+                url = f"{base}{name}.{fmt}"
+                mime = CONTENT_TYPES[fmt].split(";")[0]
+                head.append(
+                    f'<link rel="alternate" type="{mime}" '
+                    f'title="{esc(title)} ({FORMAT_LABELS[fmt]})" href="{esc(url)}">\n'
+                )
+                links.append(f'<a href="{esc(url)}">{FORMAT_LABELS[fmt]}</a>')
+            items.append(f"<li><strong>{esc(title)}</strong> — {' · '.join(links)}</li>")
+        return "<ul>" + "\n".join(items) + "</ul>"
+
     body = [
         "<h1>feedservice</h1>",
         "<p>Subscribe by pasting a feed link into your feed reader.</p>",
         "<h2>Feeds</h2>",
-        "<ul>" + "\n".join(items) + "</ul>",
+        listing(app.published_feeds()),
     ]
+    watches = app.published_watches()
+    if watches:
+        body += [
+            "<h2>Watches</h2>",
+            "<p>Items from every source related to a story or a query, with why each matched.</p>",
+            listing(watches),
+        ]
     try:
         failing = app.failing_sources()
     except FeedServiceError as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from feedservice.errors import FetchError, FeedServiceError, ParseError, StorageError
+from feedservice.errors import FeedServiceError, FetchError, ParseError, StorageError
 from feedservice.fetch import FetchOptions, fetch_feed
 from feedservice.model import Entry, FetchStatus, RawItem, Source
 from feedservice.normalise import normalise_items
@@ -74,7 +74,9 @@ async def poll_source(
     every source-level problem is recorded and reported instead.
     """
     if source.directory is not None:
-        return _poll_directory(source, source.directory, store=store, policy=policy, now=now, rng=rng)
+        return _poll_directory(
+            source, source.directory, store=store, policy=policy, now=now, rng=rng
+        )
     return await _poll_url(
         source,
         store=store,
@@ -201,9 +203,7 @@ def _poll_directory(
     if errors:
         more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
         warning = "; ".join(errors[:5]) + more
-    store.record_poll(
-        source.name, now=now, next_check_at=next_at, reason=reason, warning=warning
-    )
+    store.record_poll(source.name, now=now, next_check_at=next_at, reason=reason, warning=warning)
     return PollReport(
         source=source.name,
         outcome="updated" if (result.new or result.changed or removed) else "not_modified",

@@ -64,7 +64,17 @@ def test_newsboat_stores_every_entry(tmp_path: Path, name: str, fmt: str) -> Non
         (tmp_path / "newsboat.conf").write_text("")
         cache = tmp_path / "cache.db"
         run = subprocess.run(
-            [newsboat, "-x", "reload", "-u", str(urls), "-c", str(cache), "-C", str(tmp_path / "newsboat.conf")],
+            [
+                newsboat,
+                "-x",
+                "reload",
+                "-u",
+                str(urls),
+                "-c",
+                str(cache),
+                "-C",
+                str(tmp_path / "newsboat.conf"),
+            ],
             capture_output=True,
             timeout=60,
             env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},

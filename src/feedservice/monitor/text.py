@@ -126,6 +126,7 @@ class Features:
     times: frozenset[str]
     numbers: frozenset[str]
     length: int
+    surface: dict[str, str]
 
     @property
     def keys(self) -> frozenset[str]:
@@ -170,6 +171,7 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
     }
     body_less = len(sentences) <= 1
     terms: Counter[str] = Counter()
+    surface: dict[str, str] = {}
     entities: Counter[str] = Counter()
     names: dict[str, None] = {}
     times: set[str] = set()
@@ -220,6 +222,7 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
             stemmed = stem(low)
             if low not in STOPWORDS and len(low) > 1 and low not in MONTHS:
                 terms[stemmed] += weight
+                surface.setdefault(stemmed, low)
             # --- names
             is_acronym = tok.isupper() and 2 <= len(tok.replace(".", "")) <= 6
             capital = tok[0].isupper()
@@ -255,6 +258,7 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
         times=frozenset(times),
         numbers=frozenset(numbers),
         length=length,
+        surface=surface,
     )
 
 

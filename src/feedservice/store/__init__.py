@@ -48,10 +48,11 @@ from feedservice.store.schema import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "MatchRow",
     "OutboxItem",
     "SourceState",
-    "StoredMatch",
     "Store",
+    "StoredMatch",
     "UpsertResult",
     "open_store",
 ]
@@ -91,11 +92,23 @@ class UpsertResult:
 
 
 @dataclass(frozen=True, slots=True)
+class MatchRow:
+    """A match to store: the entry's source, its MinHash signature and the (source, id) of
+    near-duplicates from other outlets ("also reported by")."""
+
+    match: Match
+    source: str
+    signature: list[int] | None = None
+    also: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMatch:
     match: Match
     source: str
     matched_at: datetime
     entry: Entry
+    also: tuple[tuple[str, str], ...] = ()  # (source, id) of near-duplicates
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,9 +400,7 @@ class Store:
         with self._tx() as conn:
             self._respect_host_hold(conn, name, values)
             conn.execute(update(sources).where(sources.c.name == name).values(**values))
-            count = conn.execute(
-                select(sources.c.failures).where(sources.c.name == name)
-            ).scalar()
+            count = conn.execute(select(sources.c.failures).where(sources.c.name == name)).scalar()
         return int(count or 0)
 
     @staticmethod
@@ -575,49 +586,35 @@ class Store:
     # --- matches --------------------------------------------------------------------------
 
     @_translated
-    def add_matches(
-        self,
-        found: Sequence[tuple[Match, str, list[int] | None]],
-        *,
-        now: datetime,
-    ) -> list[Match]:
-        """Store (match, entry source, signature) rows; returns only the ones that are new,
-        so a watch never reports the same entry twice, across restarts."""
-        fresh: list[Match] = []
+    def add_matches(self, found: Sequence[MatchRow], *, now: datetime) -> list[MatchRow]:
+        """Store matches; returns only the ones that are new, so a watch never reports the
+        same entry twice, across restarts."""
+        fresh: list[MatchRow] = []
         with self._tx() as conn:
-            for m, source, sig in found:
-                exists = conn.execute(
-                    select(matches.c.entry_id).where(
-                        and_(
-                            matches.c.watch == m.watch,
-                            matches.c.source == source,
-                            matches.c.entry_id == m.entry_id,
-                        )
-                    )
-                ).first()
-                if exists:
+            for row in found:
+                m = row.match
+                if self._match_exists(conn, m.watch, row.source, m.entry_id):
                     continue
                 conn.execute(
                     insert(matches).values(
                         watch=m.watch,
-                        source=source,
+                        source=row.source,
                         entry_id=m.entry_id,
                         score=m.score,
                         reasons=json.dumps(list(m.reasons)),
-                        also=json.dumps(list(m.also)),
-                        signature=None if sig is None else json.dumps(sig),
+                        also=json.dumps([list(pair) for pair in row.also]),
+                        signature=None if row.signature is None else json.dumps(row.signature),
                         matched_at=now,
                     )
                 )
-                fresh.append(m)
+                fresh.append(row)
         return fresh
 
-    @_translated
-    def add_also(self, watch: str, source: str, entry_id: str, also_id: str) -> None:
-        """Attach a near-duplicate (another outlet's copy) to an existing match."""
-        with self._tx() as conn:
-            row = conn.execute(
-                select(matches.c.also).where(
+    @staticmethod
+    def _match_exists(conn: Connection, watch: str, source: str, entry_id: str) -> bool:
+        return (
+            conn.execute(
+                select(matches.c.entry_id).where(
                     and_(
                         matches.c.watch == watch,
                         matches.c.source == source,
@@ -625,22 +622,28 @@ class Store:
                     )
                 )
             ).first()
+            is not None
+        )
+
+    @_translated
+    def add_also(self, watch: str, source: str, entry_id: str, also: tuple[str, str]) -> bool:
+        """Attach a near-duplicate (another outlet's copy, as (source, id)) to an existing
+        match. Returns False when it was attached already."""
+        where = and_(
+            matches.c.watch == watch, matches.c.source == source, matches.c.entry_id == entry_id
+        )
+        with self._tx() as conn:
+            row = conn.execute(select(matches.c.also).where(where)).first()
             if row is None:
-                return
-            also = json.loads(row[0])
-            if also_id not in also:
-                also.append(also_id)
-                conn.execute(
-                    update(matches)
-                    .where(
-                        and_(
-                            matches.c.watch == watch,
-                            matches.c.source == source,
-                            matches.c.entry_id == entry_id,
-                        )
-                    )
-                    .values(also=json.dumps(also))
-                )
+                return False
+            pairs = [tuple(p) for p in json.loads(row[0])]
+            if also in pairs:
+                return False
+            pairs.append(also)
+            conn.execute(
+                update(matches).where(where).values(also=json.dumps([list(p) for p in pairs]))
+            )
+        return True
 
     @_translated
     def match_signatures(self, watch: str) -> list[tuple[str, str, list[int]]]:
@@ -656,18 +659,7 @@ class Store:
     @_translated
     def is_matched(self, watch: str, source: str, entry_id: str) -> bool:
         with self.engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(matches.c.entry_id).where(
-                        and_(
-                            matches.c.watch == watch,
-                            matches.c.source == source,
-                            matches.c.entry_id == entry_id,
-                        )
-                    )
-                ).first()
-                is not None
-            )
+            return self._match_exists(conn, watch, source, entry_id)
 
     @_translated
     def watch_matches(self, watch: str, limit: int) -> list[StoredMatch]:
@@ -685,14 +677,15 @@ class Store:
         out: list[StoredMatch] = []
         with self.engine.connect() as conn:
             for row in conn.execute(q):
+                also = tuple((str(a), str(b)) for a, b in json.loads(row.also))
                 m = Match(
                     watch=row.watch,
                     entry_id=row.entry_id,
                     score=float(row.score),
                     reasons=tuple(json.loads(row.reasons)),
-                    also=tuple(json.loads(row.also)),
+                    also=tuple(entry_id for _, entry_id in also),
                 )
-                out.append(StoredMatch(m, row.source, row.matched_at, _row_entry(row)))
+                out.append(StoredMatch(m, row.source, row.matched_at, _row_entry(row), also))
         return out
 
     @_translated
@@ -735,7 +728,9 @@ class Store:
         return queued
 
     @_translated
-    def claim_due(self, *, now: datetime, lease_until: datetime, limit: int = 100) -> list[OutboxItem]:
+    def claim_due(
+        self, *, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> list[OutboxItem]:
         """Due, undelivered items, leased until ``lease_until`` so a second worker skips them.
 
         A crash mid-delivery leaves the lease to expire: the item is tried again (at least

@@ -1,0 +1,144 @@
+"""Monitor matching speed (issue 4 "Done when": 1,000 watches, 100,000 stored items, new items
+matched at >= 1,000 items/s on a 2-core machine).
+
+Usage: python bench/monitor_speed.py [--watches 1000] [--stored 100000] [--batches 20]
+                                     [--batch 100] [--corpus CORPUS.jsonl]
+
+Texts are news-like: sentences of the ECB+ corpus recombined at random when ``--corpus`` is
+given (or found beside the repository), otherwise sentences generated from a Zipf-distributed
+vocabulary with capitalised names, numbers and dates. Stories have 8 sentences, items a title
+and 4 sentences. The stored items are observed first (corpus statistics); then batches of new
+items are observed and matched, as the app does after a poll. It prints the median items/s of
+the batches and, in the same process, the same batches matched by checking every watch (no
+index) as the baseline, with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from feedservice.model import Entry, Watch
+from feedservice.monitor import CorpusStats, Monitor, WatchInput
+
+_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+_DEFAULT_CORPUS = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ecbplus" / "ecbplus_dev.jsonl"
+)
+
+
+def synthetic_sentences(rng: random.Random, n: int) -> list[str]:
+    vocab = [
+        "".join(rng.choice("bcdfghjklmnprstvwz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4)))
+        for _ in range(20000)
+    ]
+    names = [w.capitalize() for w in vocab[:3000]]
+    weights = [1.0 / (i + 1) for i in range(len(vocab))]
+    months = "January February March April May June July August September October".split()
+    out = []
+    for _ in range(n):
+        words = rng.choices(vocab, weights, k=rng.randint(12, 28))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(1, len(words))
+            words[at : at + 1] = rng.sample(names, rng.randint(1, 2))
+        if rng.random() < 0.3:
+            words += ["on", rng.choice(months), str(rng.randint(1, 28))]
+        if rng.random() < 0.2:
+            words += ["in", str(rng.randint(1990, 2030))]
+        out.append(" ".join(words).capitalize() + ".")
+    return out
+
+
+def corpus_sentences(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as fh:
+        return [s for line in fh if line.strip() for s in json.loads(line)["sentences"] if s]
+
+
+def make_entry(rng: random.Random, pool: Sequence[str], i: int, n_sentences: int) -> Entry:
+    sentences = rng.sample(pool, n_sentences + 1)
+    return Entry(
+        id=f"item-{i}",
+        source=rng.choice(("wire", "newsroom", "blog")),
+        title=sentences[0],
+        link=None,
+        published=_EPOCH,
+        updated=_EPOCH,
+        summary=sentences[1],
+        content_html="".join(f"<p>{s}</p>" for s in sentences[1:]),
+        content_hash=str(i),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--watches", type=int, default=1000)
+    ap.add_argument("--stored", type=int, default=100_000)
+    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--corpus", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    corpus = args.corpus or (_DEFAULT_CORPUS if _DEFAULT_CORPUS.exists() else None)
+    pool = corpus_sentences(corpus) if corpus else synthetic_sentences(rng, 20000)
+    print(f"text: {'sentences of ' + corpus.name if corpus else 'synthetic sentences'}")
+
+    watches = [
+        WatchInput(
+            Watch(name=f"w{i}", title=f"watch {i}", query='"joint headquarters"' if i % 50 == 0 else None),
+            make_entry(rng, pool, -1 - i, 8),
+        )
+        for i in range(args.watches)
+    ]
+    stats = CorpusStats()
+    t0 = time.perf_counter()
+    observer = Monitor([], stats=stats)
+    chunk = 5000
+    for start in range(0, args.stored, chunk):
+        observer.observe(
+            [make_entry(rng, pool, i, 4) for i in range(start, min(args.stored, start + chunk))]
+        )
+    print(f"observed {args.stored} stored items in {time.perf_counter() - t0:.1f} s")
+
+    batches = [
+        [make_entry(rng, pool, args.stored + b * args.batch + i, 4) for i in range(args.batch)]
+        for b in range(args.batches)
+    ]
+    snapshot = stats.to_json()
+
+    def run(use_index: bool, n_batches: int) -> tuple[float, int]:
+        monitor = Monitor(watches, stats=CorpusStats.from_json(snapshot), use_index=use_index)
+        monitor.match([])  # builds the profiles and the index (startup, not per item)
+        rates = []
+        n_matches = 0
+        for batch in batches[:n_batches]:
+            t = time.perf_counter()
+            monitor.observe(batch)
+            n_matches += len(monitor.match(batch))
+            rates.append(len(batch) / (time.perf_counter() - t))
+        return statistics.median(rates), n_matches
+
+    t0 = time.perf_counter()
+    Monitor(watches, stats=CorpusStats.from_json(snapshot)).match([])
+    print(f"startup: {len(watches)} watch profiles and index in {time.perf_counter() - t0:.2f} s")
+    rate, n_matches = run(True, args.batches)
+    n_base = max(3, args.batches // 4)
+    base_rate, _ = run(False, n_base)
+    print(
+        f"indexed:     {rate:8.0f} items/s (median of {args.batches} batches of {args.batch}; "
+        f"{n_matches} matches)"
+    )
+    print(f"every watch: {base_rate:8.0f} items/s (median of {n_base} batches, same items)")
+    print(f"ratio: {rate / base_rate:.1f}x; target >= 1,000 items/s: {'met' if rate >= 1000 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
