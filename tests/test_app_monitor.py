@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+import email.policy
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,7 @@ async def test_email_notification_through_a_local_smtp_server(
         assert report.notified == 1
     [(rcpts, raw)] = box.messages
     assert rcpts == ["desk@example.org"]
-    msg = message_from_bytes(raw)
+    msg = message_from_bytes(raw, policy=email.policy.default)
     assert FOLLOW_UP_ITEM[1] in str(msg["Subject"])
-    assert "https://wire.example/hq2" in msg.get_payload(decode=False)
+    body = msg.get_body(("plain",))
+    assert body is not None and "https://wire.example/hq2" in body.get_content()

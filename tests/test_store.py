@@ -217,3 +217,70 @@ def test_outbox_lease_retry_and_delivered_once(store, now: datetime) -> None:  #
 def test_naive_datetimes_are_refused(store) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises((StorageError, ValueError)):
         store.sync_sources([Source("a", 60, url="https://x")], now=datetime(2026, 1, 1))
+
+
+# --- speed paths (issue 3 item 8): buffered poll records, prefetched states, raw hashes ------
+
+
+def test_buffered_poll_records_are_visible_and_survive_close(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    store = open_store(path)
+    store.sync_sources([Source("a", 60, url="https://h.example/a")], now=now)
+    store.record_poll(
+        "a",
+        now=now,
+        next_check_at=now + timedelta(minutes=5),
+        reason="interval",
+        status=304,
+        validators=Validators(etag='"v1"'),
+    )
+    # any read of the poll state sees the record, cached or not
+    state = store.source_state("a", count=False)
+    assert state is not None and state.validators.etag == '"v1"' and state.last_status == 304
+    store.record_poll(
+        "a", now=now, next_check_at=now + timedelta(minutes=9), reason="interval", status=200
+    )
+    store.close()  # writes what is buffered
+    again = open_store(path)
+    state = again.source_state("a")
+    assert state is not None
+    assert state.last_status == 200 and state.next_check_at == now + timedelta(minutes=9)
+    assert state.validators.etag == '"v1"'  # no validators given: the stored ones stay
+    again.close()
+
+
+def test_buffered_poll_respects_a_host_hold(store) -> None:  # type: ignore[no-untyped-def]
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    store.sync_sources([Source("a", 60, url="https://h.example/a")], now=now)
+    store.defer_host("h.example", now + timedelta(hours=1))
+    store.record_poll("a", now=now, next_check_at=now + timedelta(minutes=5), reason="interval")
+    state = store.source_state("a")
+    assert state is not None
+    assert state.next_check_at == now + timedelta(hours=1)
+    assert state.next_check_reason == "retry-after"
+
+
+def test_raw_hashes_are_stored_with_entries(store) -> None:  # type: ignore[no-untyped-def]
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    store.upsert_entries("wire", [_entry(1), _entry(2)], now=now, raw_hashes={"id-1": "h1"})
+    assert store.raw_hashes("wire") == {"id-1": "h1", "id-2": None}
+    # an unchanged entry gets its new raw hash without counting as changed
+    result = store.upsert_entries("wire", [_entry(2)], now=now, raw_hashes={"id-2": "h2"})
+    assert result.unchanged == 1 and not result.changed
+    assert store.raw_hashes("wire")["id-2"] == "h2"
+
+
+def test_migration_from_v1_adds_raw_hash(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    open_store(path).close()
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE entries DROP COLUMN raw_hash")  # what v1 code created
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    store = open_store(path)
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+    store.upsert_entries("wire", [_entry(1)], now=_entry(1).published, raw_hashes={"id-1": "h"})
+    assert store.raw_hashes("wire") == {"id-1": "h"}
+    store.close()

@@ -286,3 +286,70 @@ async def test_broken_feed_is_recorded_and_published_files_survive(
         state = app.store.source_state("f")
         assert state is not None and state.failures == 1
         assert (tmp_path / "feeds" / "all.atom").read_bytes() == before
+
+
+# --- speed paths (issue 3 item 8) ------------------------------------------------------------
+
+
+async def test_only_new_or_edited_items_are_normalised_again(
+    tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import feedservice.update as update
+
+    seen: list[list[str | None]] = []
+    real = update.normalise_items
+
+    def counting(items, **kw):  # type: ignore[no-untyped-def]
+        items = list(items)
+        seen.append([i.id for i in items])
+        return real(items, **kw)
+
+    monkeypatch.setattr(update, "normalise_items", counting)
+    origin.serve_feed("/a.xml", rss("A", [("a1", "One"), ("a2", "Two")]))
+    clock = Clock()
+    config = make_config(tmp_path, [Source("a", 600, url=origin.url("/a.xml"))])
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+        # a new item and an edited one: only those two go through normalise
+        # (rss() dates items by position: appended, a1 and a2 keep their dates)
+        origin.serve_feed("/a.xml", rss("A", [("a1", "One"), ("a2", "Two!"), ("a3", "Three")]))
+        clock.advance(700)
+        report = await app.run_once()
+        assert [p.outcome for p in report.polled] == ["updated"]
+        [poll] = report.polled
+        assert [e.id for e in poll.new] == ["a3"] and [e.id for e in poll.changed] == ["a2"]
+    assert seen == [["a1", "a2"], ["a2", "a3"]]
+    assert sorted(published_titles(tmp_path)) == ["One", "Three", "Two!"]
+
+
+async def test_parse_and_normalise_in_an_executor(tmp_path: Path, origin: Origin) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from feedservice.update import poll_source
+
+    origin.serve_feed("/a.xml", rss("A", [("a1", "One"), ("a2", "Two")]))
+    origin.serve_status("/bad.xml", 200)  # an empty body: a parse error, recorded
+    clock = Clock()
+    sources = [
+        Source("a", 600, url=origin.url("/a.xml")),
+        Source("bad", 600, url=origin.url("/bad.xml")),
+    ]
+    config = make_config(tmp_path, sources)
+    async with App(config, clock=clock) as app:
+        with ThreadPoolExecutor(1) as pool:
+            reports = [
+                await poll_source(
+                    s,
+                    store=app.store,
+                    session=app.session,
+                    fetch_options=app.fetch_options,
+                    policy=app.policy,
+                    now=clock(),
+                    rng=random.Random(1),
+                    executor=pool,
+                )
+                for s in sources
+            ]
+        assert [r.outcome for r in reports] == ["updated", "error"]
+        assert {e.title for e in reports[0].new} == {"One", "Two"}
+        assert "empty body" in reports[1].errors[0]

@@ -7,20 +7,25 @@ other sources go on (issue 2, "never stops the other sources").
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import hashlib
 import logging
 import os
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 
+from feedservice import __version__
 from feedservice.errors import FeedServiceError, FetchError, ParseError, StorageError
 from feedservice.fetch import FetchOptions, fetch_feed
 from feedservice.model import Entry, FetchStatus, RawItem, Source
-from feedservice.normalise import normalise_items
+from feedservice.normalise import normalise_items, stable_id
 from feedservice.parse import is_story_file, parse_feed, parse_story
 from feedservice.politeness import adaptive_interval, backoff_delay, next_check
 from feedservice.store import Store, host_of
@@ -67,8 +72,12 @@ async def poll_source(
     policy: PollPolicy,
     now: datetime,
     rng: random.Random,
+    executor: Executor | None = None,
 ) -> PollReport:
     """Poll one source and record the outcome on it.
+
+    ``executor`` (a process pool, owned by the caller) runs parsing and normalising, the
+    CPU-bound steps, off the event loop; without one they run inline.
 
     Raises StorageError only when the store itself fails (then nothing was recorded);
     every source-level problem is recorded and reported instead.
@@ -85,6 +94,7 @@ async def poll_source(
         policy=policy,
         now=now,
         rng=rng,
+        executor=executor,
     )
 
 
@@ -225,8 +235,9 @@ async def _poll_url(
     policy: PollPolicy,
     now: datetime,
     rng: random.Random,
+    executor: Executor | None = None,
 ) -> PollReport:
-    state = store.source_state(source.name)
+    state = store.source_state(source.name, count=False)
     if state is None:
         raise StorageError(f"source {source.name!r} is not in the store; call sync_sources first")
     url = state.url or source.url or ""
@@ -283,29 +294,41 @@ async def _poll_url(
         )
         return PollReport(source.name, "not_modified", next_at, reason, status=result.http_status)
 
-    try:
-        feed = parse_feed(
-            result.body or b"",
-            url=result.final_url or url,
-            content_type=result.content_type,
-            max_items=policy.max_entries,
-        )
-    except ParseError as exc:
+    # Only new and edited items are normalised: an item whose parsed form hashes as at the
+    # last poll is stored as it would normalise now (a changed feed usually adds one item of
+    # 20, and normalising is the costliest step; issue 3).
+    known = store.raw_hashes(source.name)
+    work = functools.partial(
+        parse_and_normalise,
+        result.body or b"",
+        url=result.final_url or url,
+        content_type=result.content_type,
+        max_items=policy.max_entries,
+        source=source.name,
+        now=now,
+        known=known,
+    )
+    if executor is None:
+        parsed = work()
+    else:
+        parsed = await asyncio.get_running_loop().run_in_executor(executor, work)
+    if parsed.error is not None:
         return _record_failure(
             source,
             store=store,
             policy=policy,
             now=now,
             rng=rng,
-            error=str(exc),
+            error=parsed.error,
             status=result.http_status,
         )
-    entries = normalise_items(feed.items, source=source.name, now=now)
-    stored = store.upsert_entries(source.name, entries, now=now)
+    feed = parsed
+    entries = list(parsed.entries)
+    stored = store.upsert_entries(source.name, entries, now=now, raw_hashes=parsed.hashes)
     interval = source.interval
     if source.adaptive:
         interval = adaptive_interval(
-            [e.published for e in entries if e.dated],
+            list(parsed.dates),
             interval=source.interval,
             min_interval=policy.min_interval,
             max_interval=policy.max_interval,
@@ -336,6 +359,65 @@ async def _poll_url(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """What :func:`parse_and_normalise` hands back (picklable: it may come from a worker
+    process). ``error`` is the ParseError's message when the body is no feed."""
+
+    entries: tuple[Entry, ...] = ()
+    hashes: dict[str, str] = field(default_factory=dict)
+    dates: tuple[datetime, ...] = ()
+    title: str | None = None
+    link: str | None = None
+    ttl: float | None = None
+    error: str | None = None
+
+
+def parse_and_normalise(
+    body: bytes,
+    *,
+    url: str,
+    content_type: str | None,
+    max_items: int,
+    source: str,
+    now: datetime,
+    known: Mapping[str, str | None],
+) -> ParsedFeed:
+    """Parse a feed body and normalise the items that are new or changed since the last
+    poll (``known``: entry id -> the stored raw hash). A pure function of its arguments,
+    so it can run in a worker process; it never raises on the body's content."""
+    try:
+        feed = parse_feed(body, url=url, content_type=content_type, max_items=max_items)
+    except ParseError as exc:
+        return ParsedFeed(error=str(exc))
+    firsts: list[tuple[str, RawItem]] = []
+    hashes: dict[str, str] = {}
+    for item in feed.items:
+        entry_id = stable_id(item, source=source)
+        if entry_id in hashes:
+            continue  # a repeated id: the first one wins, as in normalise_items
+        hashes[entry_id] = raw_item_hash(item)
+        firsts.append((entry_id, item))
+    fresh = [item for entry_id, item in firsts if known.get(entry_id) != hashes[entry_id]]
+    entries = normalise_items(fresh, source=source, now=now)
+    dates = tuple(d for item in feed.items if (d := item.published or item.updated) is not None)
+    return ParsedFeed(
+        entries=tuple(entries),
+        hashes=hashes,
+        dates=dates,
+        title=feed.title,
+        link=feed.link,
+        ttl=feed.ttl,
+    )
+
+
+def raw_item_hash(item: RawItem) -> str:
+    """A hash of an item as parsed, salted with the feedservice version so that an upgrade
+    (which may normalise differently) normalises every item once more."""
+    text = f"{__version__}\n{item!r}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def _record_failure(
     source: Source,
     *,
@@ -346,7 +428,7 @@ def _record_failure(
     error: str,
     status: int | None,
 ) -> PollReport:
-    state = store.source_state(source.name)
+    state = store.source_state(source.name, count=False)
     failures = (state.failures if state else 0) + 1
     # full jitter (issue 3): failed sources never retry in the same minute
     delay = backoff_delay(

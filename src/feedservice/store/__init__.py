@@ -8,7 +8,8 @@ database cannot be read or written; SQLAlchemy's exceptions never leave this pac
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -17,8 +18,11 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import (
+    Boolean,
     Engine,
     and_,
+    bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -26,6 +30,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -37,6 +42,7 @@ from feedservice.model import Entry, Match, Source, Validators
 from feedservice.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    UTCDateTime,
     entries,
     hosts,
     matches,
@@ -181,16 +187,68 @@ def host_of(url: str | None) -> str | None:
 class Store:
     """All persistence. Methods are synchronous and short; callers batch their writes."""
 
+    #: Buffered successful polls are written in one batch once this many are waiting.
+    POLL_BATCH = 512
+    #: How long prefetched poll states (``source_state(count=False)``) may be handed out.
+    STATE_CACHE_SECONDS = 30.0
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Successful polls (record_poll) wait here and are written in one executemany:
+        # a pass of thousands of 304s then costs one transaction, not thousands (issue 3,
+        # warm pass). Every other method writes them first, so no reader ever sees stale
+        # state. A crash loses at most the buffered records: those sources are polled
+        # again (a re-fetch, never a lost entry: entries are committed before).
+        self._pending_polls: list[dict[str, Any]] = []
+        self._pending_names: set[str] = set()
+        self._poll_update = _poll_update_statement()
+        # The poller asks for one source's state per poll: one query for every source
+        # answers a whole pass (thousands of single-row queries cost more than the 304s
+        # they prepare). Each cached state is handed out once and the cache is dropped on
+        # any other write to the sources and after STATE_CACHE_SECONDS.
+        self._state_cache: dict[str, SourceState] = {}
+        self._state_cache_at = 0.0
+
+    def _flush_polls(self) -> None:
+        if not self._pending_polls:
+            return
+        pending, self._pending_polls = self._pending_polls, []
+        self._pending_names.clear()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self._poll_update, pending)
+        except SQLAlchemyError:
+            # keep them for the next try (a busy database), unless newer records came in
+            self._pending_polls[:0] = pending
+            self._pending_names.update(p["b_name"] for p in pending)
+            raise
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self, *, flush: bool = False) -> Iterator[Connection]:
+        """A transaction; ``flush``: write the buffered polls first (for anything that
+        reads or writes the sources' poll state)."""
+        if flush:
+            self._flush_polls()
         with self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def _connect(self, *, flush: bool = False) -> Iterator[Connection]:
+        if flush:
+            self._flush_polls()
+        with self.engine.connect() as conn:
+            yield conn
+
+    @_translated
+    def flush(self) -> None:
+        """Write the buffered successful polls now (close() does it too)."""
+        self._flush_polls()
+
     def close(self) -> None:
-        self.engine.dispose()
+        try:
+            self.flush()
+        finally:
+            self.engine.dispose()
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -214,7 +272,7 @@ class Store:
 
     @_translated
     def get_meta(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == key)).first()
         return None if row is None else str(row[0])
 
@@ -236,7 +294,8 @@ class Store:
         """Make the sources table match the config: new sources are due now; a changed
         URL resets the poll state; sources no longer configured are dropped (their
         entries stay, unpublished)."""
-        with self._tx() as conn:
+        self._state_cache.clear()
+        with self._tx(flush=True) as conn:
             rows = {r.name: r for r in conn.execute(select(sources))}
             for src in configured:
                 location = src.url if src.url is not None else str(src.directory)
@@ -293,12 +352,12 @@ class Store:
         q = q.order_by(sources.c.next_check_at, sources.c.name)
         if limit is not None:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect(flush=True) as conn:
             return [r[0] for r in conn.execute(q)]
 
     @_translated
     def next_due_at(self) -> datetime | None:
-        with self.engine.connect() as conn:
+        with self._connect(flush=True) as conn:
             value = conn.execute(
                 select(func.min(sources.c.next_check_at)).where(sources.c.gone.is_(False))
             ).scalar()
@@ -308,19 +367,38 @@ class Store:
         return value if isinstance(value, datetime) and value.tzinfo else _aware(value)
 
     @_translated
-    def source_state(self, name: str) -> SourceState | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(sources).where(sources.c.name == name)).first()
+    def source_state(self, name: str, *, count: bool = True) -> SourceState | None:
+        """The source's poll state; ``count=False`` skips counting its entries (``entries``
+        is then 0) and may answer from a state prefetched for the whole pass: the poller
+        needs only the URL, validators and failures."""
+        if not count:
+            cached = self._state_cache.pop(name, None)
+            if (
+                cached is not None
+                and time.monotonic() - self._state_cache_at < self.STATE_CACHE_SECONDS
+            ):
+                return cached
+            if name not in self._pending_names:
+                with self._connect(flush=True) as conn:
+                    self._state_cache = {
+                        r.name: _source_state(r, 0) for r in conn.execute(select(sources))
+                    }
+                self._state_cache_at = time.monotonic()
+                return self._state_cache.pop(name, None)
+        with self._connect(flush=name in self._pending_names) as conn:
+            row = conn.execute(_SOURCE_BY_NAME, {"b_name": name}).first()
             if row is None:
                 return None
-            count = conn.execute(
-                select(func.count()).select_from(entries).where(entries.c.source == name)
-            ).scalar_one()
-        return _source_state(row, count)
+            n = 0
+            if count:
+                n = conn.execute(
+                    select(func.count()).select_from(entries).where(entries.c.source == name)
+                ).scalar_one()
+        return _source_state(row, n)
 
     @_translated
     def source_states(self) -> list[SourceState]:
-        with self.engine.connect() as conn:
+        with self._connect(flush=True) as conn:
             counts: dict[str, int] = {
                 str(source): int(n)
                 for source, n in conn.execute(
@@ -350,30 +428,27 @@ class Store:
 
         Called only after the entries are stored, so a crash in between re-fetches
         instead of losing entries (issue 3: validators are saved after the entries)."""
-        values: dict[str, Any] = {
-            "last_checked_at": now,
-            "last_success_at": now,
-            "last_status": status,
-            "last_error": warning,
-            "failures": 0,
-            "next_check_at": next_check_at,
-            "next_check_reason": reason,
-        }
-        if validators is not None:
-            values.update(
-                etag=validators.etag,
-                last_modified=validators.last_modified,
-                body_hash=validators.body_hash,
-            )
-        if url is not None:
-            values.update(url=url, host=host_of(url))
-        if title is not None:
-            values["title"] = title
-        if link is not None:
-            values["link"] = link
-        with self._tx() as conn:
-            self._respect_host_hold(conn, name, values)
-            conn.execute(update(sources).where(sources.c.name == name).values(**values))
+        self._pending_polls.append(
+            {
+                "b_name": name,
+                "b_now": now,
+                "b_status": status,
+                "b_warning": warning,
+                "b_next": next_check_at,
+                "b_reason": reason,
+                "b_has_v": validators is not None,
+                "b_etag": validators.etag if validators else None,
+                "b_last_modified": validators.last_modified if validators else None,
+                "b_body_hash": validators.body_hash if validators else None,
+                "b_url": url,
+                "b_host": host_of(url) if url is not None else None,
+                "b_title": title,
+                "b_link": link,
+            }
+        )
+        self._pending_names.add(name)
+        if len(self._pending_polls) >= self.POLL_BATCH:
+            self._flush_polls()
 
     @_translated
     def record_failure(
@@ -397,7 +472,8 @@ class Store:
             "next_check_reason": reason,
             "gone": gone,
         }
-        with self._tx() as conn:
+        self._state_cache.pop(name, None)
+        with self._tx(flush=True) as conn:
             self._respect_host_hold(conn, name, values)
             conn.execute(update(sources).where(sources.c.name == name).values(**values))
             count = conn.execute(select(sources.c.failures).where(sources.c.name == name)).scalar()
@@ -419,7 +495,8 @@ class Store:
     @_translated
     def defer_host(self, host: str, until: datetime) -> int:
         """Retry-After from one host holds for every source on it (issue 3, item 3)."""
-        with self._tx() as conn:
+        self._state_cache.clear()
+        with self._tx(flush=True) as conn:
             done = conn.execute(
                 update(hosts).where(hosts.c.host == host).values(retry_after_until=until)
             )
@@ -435,13 +512,23 @@ class Store:
     # --- entries --------------------------------------------------------------------------
 
     @_translated
-    def upsert_entries(self, source: str, batch: Sequence[Entry], *, now: datetime) -> UpsertResult:
+    def upsert_entries(
+        self,
+        source: str,
+        batch: Sequence[Entry],
+        *,
+        now: datetime,
+        raw_hashes: Mapping[str, str] | None = None,
+    ) -> UpsertResult:
         """Insert new entries and update changed ones, by (source, id).
 
         ``updated`` moves only when ``content_hash`` changes; an undated entry keeps the
-        time it was first seen as ``published`` (stable across restarts)."""
+        time it was first seen as ``published`` (stable across restarts). ``raw_hashes``
+        (entry id -> hash of the item as parsed) is stored beside the entries for
+        :meth:`raw_hashes`."""
         if not batch:
             return UpsertResult((), (), 0)
+        hashes: Mapping[str, str] = raw_hashes or {}
         new: list[Entry] = []
         changed: list[Entry] = []
         unchanged = 0
@@ -455,23 +542,31 @@ class Store:
                         entries.c.content_hash,
                         entries.c.published,
                         entries.c.updated,
+                        entries.c.raw_hash,
                     ).where(and_(entries.c.source == source, entries.c.id.in_(chunk)))
                 ):
                     existing[found.id] = found
             inserts: list[dict[str, Any]] = []
+            rehash: list[dict[str, Any]] = []
             for entry in batch:
+                raw_hash = hashes.get(entry.id)
                 row = existing.get(entry.id)
                 if row is None:
-                    inserts.append(_entry_values(entry, first_seen=now))
+                    values = _entry_values(entry, first_seen=now)
+                    values["raw_hash"] = raw_hash
+                    inserts.append(values)
                     new.append(entry)
                     continue
                 if row.content_hash == entry.content_hash:
                     unchanged += 1
+                    if raw_hash is not None and row.raw_hash != raw_hash:
+                        rehash.append({"b_id": entry.id, "b_raw_hash": raw_hash})
                     continue
                 published = entry.published if entry.dated else row.published
                 updated = entry.updated if entry.dated and entry.updated > row.updated else now
                 stored = replace(entry, published=published, updated=max(updated, published))
                 values = _entry_values(stored, first_seen=None)
+                values["raw_hash"] = raw_hash
                 conn.execute(
                     update(entries)
                     .where(and_(entries.c.source == source, entries.c.id == entry.id))
@@ -480,7 +575,22 @@ class Store:
                 changed.append(stored)
             if inserts:
                 conn.execute(insert(entries), inserts)
+            if rehash:
+                conn.execute(
+                    update(entries)
+                    .where(and_(entries.c.source == source, entries.c.id == bindparam("b_id")))
+                    .values(raw_hash=bindparam("b_raw_hash")),
+                    rehash,
+                )
         return UpsertResult(tuple(new), tuple(changed), unchanged)
+
+    @_translated
+    def raw_hashes(self, source: str) -> dict[str, str | None]:
+        """Entry id -> the stored hash of the item as parsed (None when unknown) for every
+        entry of ``source``: an item whose hash is unchanged need not be normalised again."""
+        with self._connect() as conn:
+            rows = conn.execute(_RAW_HASHES, {"b_source": source})
+            return {row.id: row.raw_hash for row in rows}
 
     @_translated
     def delete_entries(self, source: str, ids: Iterable[str]) -> int:
@@ -503,12 +613,12 @@ class Store:
             .order_by(entries.c.published.desc(), entries.c.id)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_row_entry(r) for r in conn.execute(q)]
 
     @_translated
     def entry_by_link(self, link: str) -> Entry | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(entries).where(entries.c.link == link).limit(1)).first()
         return None if row is None else _row_entry(row)
 
@@ -516,7 +626,7 @@ class Store:
     def get_entries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Entry]:
         """(source, id) -> Entry for the keys that exist."""
         found: dict[tuple[str, str], Entry] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in _chunks(list(keys)):
                 q = select(entries).where(tuple_(entries.c.source, entries.c.id).in_(chunk))
                 for row in conn.execute(q):
@@ -528,7 +638,7 @@ class Store:
         """Every stored entry, oldest first, in batches (the monitor's backlog pass)."""
         last = 0
         while True:
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = conn.execute(
                     select(entries).where(entries.c.pk > last).order_by(entries.c.pk).limit(batch)
                 ).all()
@@ -539,7 +649,7 @@ class Store:
 
     @_translated
     def count_entries(self) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
 
     # --- story files ----------------------------------------------------------------------
@@ -547,7 +657,7 @@ class Store:
     @_translated
     def story_files(self, source: str) -> dict[str, tuple[int, int, str | None, str | None]]:
         """path -> (mtime_ns, size, entry_id or None, the parse error or None)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(story_files).where(story_files.c.source == source))
             return {r.path: (r.mtime_ns, r.size, r.entry_id, r.error) for r in rows}
 
@@ -648,7 +758,7 @@ class Store:
     @_translated
     def match_signatures(self, watch: str) -> list[tuple[str, str, list[int]]]:
         """(source, entry_id, signature) of the watch's matches, for near-duplicate grouping."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(matches.c.source, matches.c.entry_id, matches.c.signature).where(
                     and_(matches.c.watch == watch, matches.c.signature.is_not(None))
@@ -658,7 +768,7 @@ class Store:
 
     @_translated
     def is_matched(self, watch: str, source: str, entry_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return self._match_exists(conn, watch, source, entry_id)
 
     @_translated
@@ -675,7 +785,7 @@ class Store:
             .limit(limit)
         )
         out: list[StoredMatch] = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for row in conn.execute(q):
                 also = tuple((str(a), str(b)) for a, b in json.loads(row.also))
                 m = Match(
@@ -693,7 +803,7 @@ class Store:
         q = select(func.count()).select_from(matches)
         if watch is not None:
             q = q.where(matches.c.watch == watch)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(q).scalar_one())
 
     # --- outbox ---------------------------------------------------------------------------
@@ -803,7 +913,7 @@ class Store:
     @_translated
     def outbox_counts(self) -> dict[str, int]:
         """pending / delivered / failed counts, for status and tests."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             pending = conn.execute(
                 select(func.count())
                 .select_from(outbox)
@@ -816,6 +926,61 @@ class Store:
                 select(func.count()).select_from(outbox).where(outbox.c.failed.is_(True))
             ).scalar_one()
         return {"pending": int(pending), "delivered": int(delivered), "failed": int(failed)}
+
+
+_RAW_HASHES = select(entries.c.id, entries.c.raw_hash).where(
+    entries.c.source == bindparam("b_source")
+)
+_SOURCE_BY_NAME = select(sources).where(sources.c.name == bindparam("b_name"))
+
+
+def _poll_update_statement() -> Any:
+    """The UPDATE behind :meth:`Store.record_poll`, for executemany over buffered polls.
+
+    A poll that finishes after its host said Retry-After waits for the host too
+    (concurrent polls of one host otherwise race past the hold): the hold is read in the
+    same statement. Optional values (validators, URL, title, link) keep the stored ones
+    when not given."""
+    hold = select(hosts.c.retry_after_until).where(hosts.c.host == sources.c.host).scalar_subquery()
+    nxt = bindparam("b_next", type_=UTCDateTime)
+    held = and_(hold.is_not(None), hold > nxt)
+    has_v = bindparam("b_has_v", type_=Boolean)
+    url = bindparam("b_url", type_=sources.c.url.type)
+    return (
+        update(sources)
+        .where(sources.c.name == bindparam("b_name"))
+        .values(
+            last_checked_at=bindparam("b_now", type_=UTCDateTime),
+            last_success_at=bindparam("b_now", type_=UTCDateTime),
+            last_status=bindparam("b_status", type_=sources.c.last_status.type),
+            last_error=bindparam("b_warning", type_=sources.c.last_error.type),
+            failures=0,
+            next_check_at=case((held, hold), else_=nxt),
+            next_check_reason=case(
+                (held, "retry-after"),
+                else_=bindparam("b_reason", type_=sources.c.next_check_reason.type),
+            ),
+            etag=case(
+                (has_v == true(), bindparam("b_etag", type_=sources.c.etag.type)),
+                else_=sources.c.etag,
+            ),
+            last_modified=case(
+                (has_v == true(), bindparam("b_last_modified", type_=sources.c.last_modified.type)),
+                else_=sources.c.last_modified,
+            ),
+            body_hash=case(
+                (has_v == true(), bindparam("b_body_hash", type_=sources.c.body_hash.type)),
+                else_=sources.c.body_hash,
+            ),
+            url=func.coalesce(url, sources.c.url),
+            host=case(
+                (url.is_not(None), bindparam("b_host", type_=sources.c.host.type)),
+                else_=sources.c.host,
+            ),
+            title=func.coalesce(bindparam("b_title", type_=sources.c.title.type), sources.c.title),
+            link=func.coalesce(bindparam("b_link", type_=sources.c.link.type), sources.c.link),
+        )
+    )
 
 
 def _aware(value: Any) -> datetime:

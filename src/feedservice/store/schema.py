@@ -25,9 +25,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    inspect,
+    text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -109,6 +111,9 @@ entries = Table(
     Column("keywords", Text, nullable=False, default="[]"),
     Column("story_path", Text, nullable=True),
     Column("first_seen", UTCDateTime, nullable=False),
+    # v2: a hash of the item as parsed, before normalising; an item whose raw hash is
+    # unchanged is not normalised again (a changed feed usually changes one item of 20)
+    Column("raw_hash", String(64), nullable=True),
     UniqueConstraint("source", "id", name="uq_entries_source_id"),
 )
 Index("ix_entries_source_published", entries.c.source, entries.c.published)
@@ -162,5 +167,13 @@ def _migrate_to_1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _migrate_to_2(conn: Connection) -> None:
+    # a database made by v1 code lacks entries.raw_hash; one made by _migrate_to_1 of this
+    # code (create_all of today's tables) already has it
+    columns = {c["name"] for c in inspect(conn).get_columns("entries")}
+    if "raw_hash" not in columns:
+        conn.execute(text("ALTER TABLE entries ADD COLUMN raw_hash VARCHAR(64)"))
+
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _migrate_to_1, 1: _migrate_to_2}
