@@ -316,8 +316,9 @@ async def test_only_new_or_edited_items_are_normalised_again(
         clock.advance(700)
         report = await app.run_once()
         assert [p.outcome for p in report.polled] == ["updated"]
-        [poll] = report.polled
-        assert [e.id for e in poll.new] == ["a3"] and [e.id for e in poll.changed] == ["a2"]
+        assert (report.new, report.changed) == (1, 1)
+        stored = {e.id: e.title for e in app.store.latest_entries(["a"], 10)}
+        assert stored == {"a1": "One", "a2": "Two!", "a3": "Three"}
     assert seen == [["a1", "a2"], ["a2", "a3"]]
     assert sorted(published_titles(tmp_path)) == ["One", "Three", "Two!"]
 
@@ -353,3 +354,12 @@ async def test_parse_and_normalise_in_an_executor(tmp_path: Path, origin: Origin
         assert [r.outcome for r in reports] == ["updated", "error"]
         assert {e.title for e in reports[0].new} == {"One", "Two"}
         assert "empty body" in reports[1].errors[0]
+
+
+async def test_app_with_a_parse_worker_pool(tmp_path: Path, origin: Origin) -> None:
+    origin.serve_feed("/a.xml", rss("A", [("a1", "One"), ("a2", "Two")]))
+    config = make_config(tmp_path, [Source("a", 600, url=origin.url("/a.xml"))], parse_workers=1)
+    async with App(config, clock=Clock()) as app:
+        report = await app.run_once()
+    assert report.new == 2
+    assert sorted(published_titles(tmp_path)) == ["One", "Two"]

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +49,8 @@ OUTBOX_LEASE = timedelta(
 )  # a claimed notification is retried after this if unacknowledged
 RETRY_BASE = 30.0  # seconds; notification retries back off exponentially from here...
 RETRY_CAP = 600.0  # ...to at most 10 minutes, so a receiver back after an hour hears soon
+FLUSH_ENTRIES = 2000  # hand new entries to the monitor in batches of about this many...
+FLUSH_SECONDS = 10.0  # ...or this often, republishing the feeds they touched
 STATS_KEY = "monitor.corpus_stats"
 WATCH_READY_KEY = "monitor.watch_ready.{}"  # set after a watch's first (backlog) pass
 
@@ -60,8 +65,10 @@ def utc_now() -> datetime:
 class PassReport:
     """What one pass did, for ``feedservice once`` and the logs."""
 
-    polled: tuple[PollReport, ...] = ()
+    polled: tuple[PollReport, ...] = ()  # slim: without the entries themselves
     written: tuple[Path, ...] = ()
+    new: int = 0
+    changed: int = 0
     matches: int = 0
     notified: int = 0
     errors: tuple[str, ...] = field(default_factory=tuple)
@@ -69,6 +76,31 @@ class PassReport:
     @property
     def failed(self) -> tuple[PollReport, ...]:
         return tuple(r for r in self.polled if r.outcome == "error")
+
+
+@dataclass(slots=True)
+class _PassState:
+    """What one pass has gathered and not yet handed to the monitor or published."""
+
+    pending_watches: set[str] = field(default_factory=set)  # in their first (backlog) pass
+    backlog_watches: set[str] = field(default_factory=set)  # backlog matches to publish
+    entries: list[Entry] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+    unpublished_watches: set[str] = field(default_factory=set)
+    written: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    new: int = 0
+    changed: int = 0
+    matched: int = 0
+    flushed_at: float = 0.0
+
+    def add(self, report: PollReport) -> None:
+        self.entries += report.new
+        self.entries += report.changed
+        self.new += len(report.new)
+        self.changed += len(report.changed)
+        if report.touched:
+            self.touched.add(report.source)
 
 
 class App:
@@ -93,6 +125,7 @@ class App:
         self._store: Store | None = None
         self._session: aiohttp.ClientSession | None = None
         self._notifiers: dict[str, Notifier] = {}
+        self._executor: ProcessPoolExecutor | None = None
         self._monitor: Monitor | None = None
         self._stories: dict[str, Entry | None] = {}
         self._stats_dirty = False
@@ -151,8 +184,17 @@ class App:
         )
         self._build_notifiers()
         self._build_monitor()
+        if self.config.fetch.parse_workers > 0:
+            # spawn, not fork: this process already runs an event loop, aiohttp and SQLite
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.config.fetch.parse_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
 
     async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -193,62 +235,96 @@ class App:
         async with self._lock:
             now = self.clock()
             names = [n for n in self.store.due_sources(now, force=force) if n in self.sources]
-            reports = await self.poll_many(names)
-            touched = {r.source for r in reports if r.touched}
             # the first pass after start-up republishes everything (the config may have
             # changed a feed); identical bytes are not rewritten
             if not self._published_since_open:
                 publish_all = True
                 self._published_since_open = True
-            specs = (
-                self.config.feeds
-                if publish_all
-                else tuple(f for f in self.config.feeds if touched & set(f.sources))
+            pending, backlog_matched = self._begin_monitor_pass()
+            state = _PassState(pending_watches=pending, backlog_watches=backlog_matched)
+            reports = await self.poll_many(names, state)
+            self._flush(state, final=True, publish_all=publish_all)
+            self._end_monitor_pass(state)
+            notified = await self.deliver_notifications()
+            return PassReport(
+                polled=tuple(reports),
+                written=tuple(state.written),
+                new=state.new,
+                changed=state.changed,
+                matches=state.matched,
+                notified=notified,
+                errors=tuple(state.errors),
             )
-            written, errors = self.publish(specs)
-            fresh_watches: set[str] = set()
-            matched = 0
+
+    async def poll_many(
+        self, names: Sequence[str], state: _PassState | None = None
+    ) -> list[PollReport]:
+        """Poll the named sources concurrently (the session bounds connections); one
+        source's failure never stops the others.
+
+        New entries go to the monitor and touched feeds are republished in batches while
+        the pass runs, so memory stays bounded on a cold start of thousands of sources and
+        a source that hangs until its timeout does not hold back the others' entries."""
+        state = state if state is not None else _PassState()
+        limit = asyncio.Semaphore(max(1, self.config.fetch.max_concurrency))
+        loop = asyncio.get_running_loop()
+        state.flushed_at = loop.time()
+        reports: list[PollReport] = []
+
+        async def one(name: str) -> None:
+            async with limit:
+                report = await self.poll_source(name)
+            # keep a slim report: the entries themselves go to the monitor, then away
+            reports.append(replace(report, new=(), changed=()))
+            state.add(report)
+            if (
+                len(state.entries) >= FLUSH_ENTRIES
+                or loop.time() - state.flushed_at >= FLUSH_SECONDS
+            ):
+                self._flush(state, final=False, publish_all=False)
+                state.flushed_at = loop.time()
+            if self.progress is not None:
+                self.progress(len(reports), len(names))
+
+        await asyncio.gather(*(one(n) for n in names))
+        return reports
+
+    def _flush(self, state: _PassState, *, final: bool, publish_all: bool) -> None:
+        """Monitor the entries gathered so far and republish what they touched."""
+        fresh_watches: set[str] = set(state.backlog_watches)
+        state.backlog_watches.clear()
+        if state.entries:
             try:
-                fresh_watches, matched = self.monitor_entries(
-                    [e for r in reports for e in (*r.new, *r.changed)]
+                changed, matched = self.monitor_entries(
+                    state.entries, pending=state.pending_watches
                 )
+                fresh_watches |= changed
+                state.matched += matched
             except StorageError:
                 raise
             except Exception as exc:  # the monitor must never stop polling and publishing
                 log.exception("monitor failed")
-                errors.append(f"monitor: {exc}")
-            watch_specs = (
-                self.config.watches
-                if publish_all
-                else tuple(w for w in self.config.watches if w.name in fresh_watches)
-            )
-            watch_written, watch_errors = self.publish_watches(watch_specs)
-            notified = await self.deliver_notifications()
-            return PassReport(
-                polled=tuple(reports),
-                written=tuple(written + watch_written),
-                matches=matched,
-                notified=notified,
-                errors=tuple(errors + watch_errors),
-            )
-
-    async def poll_many(self, names: Sequence[str]) -> list[PollReport]:
-        """Poll the named sources concurrently (the session bounds connections); one
-        source's failure never stops the others."""
-        limit = asyncio.Semaphore(max(1, self.config.fetch.max_concurrency))
-        done = 0
-        reports: list[PollReport] = []
-
-        async def one(name: str) -> None:
-            nonlocal done
-            async with limit:
-                reports.append(await self.poll_source(name))
-            done += 1
-            if self.progress is not None:
-                self.progress(done, len(names))
-
-        await asyncio.gather(*(one(n) for n in names))
-        return reports
+                state.errors.append(f"monitor: {exc}")
+            state.entries = []
+        state.unpublished_watches |= fresh_watches
+        if not (final or state.touched or state.unpublished_watches):
+            return
+        specs = (
+            self.config.feeds
+            if publish_all
+            else tuple(f for f in self.config.feeds if state.touched & set(f.sources))
+        )
+        written, errors = self.publish(specs)
+        watch_specs = (
+            self.config.watches
+            if publish_all
+            else tuple(w for w in self.config.watches if w.name in state.unpublished_watches)
+        )
+        watch_written, watch_errors = self.publish_watches(watch_specs)
+        state.written += written + watch_written
+        state.errors += errors + watch_errors
+        state.touched.clear()
+        state.unpublished_watches.clear()
 
     async def poll_source(self, name: str) -> PollReport:
         """Poll one source now; any failure is recorded on the source."""
@@ -263,6 +339,7 @@ class App:
                 policy=self.policy,
                 now=now,
                 rng=self.rng,
+                executor=self._executor,
             )
         except StorageError:
             raise
@@ -371,47 +448,52 @@ class App:
                 self._monitor.observe(batch)
             self._stats_dirty = True
 
-    def monitor_entries(self, entries: Sequence[Entry]) -> tuple[set[str], int]:
-        """Match new entries against every watch; store the matches and queue their
-        notifications. A watch's first pass also matches everything already stored (its
-        backlog), which is published but notified only with ``notify_backlog``.
-
-        Returns the names of the watches with new matches and how many matches were new."""
-        if self._monitor is None:
-            return set(), 0
-        if entries:
-            self._monitor.observe(entries)
-            self._stats_dirty = True
+    def _begin_monitor_pass(self) -> tuple[set[str], set[str]]:
+        """Watches in their first pass: match everything already stored (their backlog).
+        Their matches during this pass are published but not notified unless
+        ``notify_backlog``. Returns their names and those with matches."""
+        pending = {w.name for w in self.config.watches if not self._watch_ready(w)}
         changed: set[str] = set()
-        new = 0
-        pending = [w for w in self.config.watches if not self._watch_ready(w)]
-        if pending:
-            backlog = Monitor(
-                [WatchInput(w, self._stories.get(w.name)) for w in pending],
-                stats=self._monitor.stats,
-            )
-            for batch in self.store.iter_entries():
-                n, names = self._record_matches(backlog.match(batch), batch, backlog=True)
-                new += n
-                changed |= names
-            for w in pending:
-                self.store.set_meta(WATCH_READY_KEY.format(w.name), self.clock().isoformat())
-        if entries:
-            pending_names = {w.name for w in pending}
-            found = [m for m in self._monitor.match(entries) if m.watch not in pending_names]
-            n, names = self._record_matches(found, entries, backlog=False)
-            new += n
-            changed |= names
-        if self._stats_dirty:
+        if not pending or self._monitor is None:
+            return pending, changed
+        backlog = Monitor(
+            [
+                WatchInput(w, self._stories.get(w.name))
+                for w in self.config.watches
+                if w.name in pending
+            ],
+            stats=self._monitor.stats,
+        )
+        for batch in self.store.iter_entries():
+            changed |= self._record_matches(backlog.match(batch), batch, pending=pending)[1]
+        return pending, changed
+
+    def _end_monitor_pass(self, state: _PassState) -> None:
+        for name in state.pending_watches:
+            self.store.set_meta(WATCH_READY_KEY.format(name), self.clock().isoformat())
+        if self._monitor is not None and self._stats_dirty:
             self.store.set_meta(STATS_KEY, self._monitor.stats.to_json())
             self._stats_dirty = False
+
+    def monitor_entries(
+        self, entries: Sequence[Entry], *, pending: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[set[str], int]:
+        """Match new entries against every watch; store the matches and queue their
+        notifications (not for the ``pending`` watches, which are in their backlog pass).
+
+        Returns the names of the watches with new matches and how many matches were new."""
+        if self._monitor is None or not entries:
+            return set(), 0
+        self._monitor.observe(entries)
+        self._stats_dirty = True
+        new, changed = self._record_matches(self._monitor.match(entries), entries, pending=pending)
         return changed, new
 
     def _watch_ready(self, watch: Watch) -> bool:
         return self.store.get_meta(WATCH_READY_KEY.format(watch.name)) is not None
 
     def _record_matches(
-        self, found: Sequence[Match], batch: Sequence[Entry], *, backlog: bool
+        self, found: Sequence[Match], batch: Sequence[Entry], *, pending: AbstractSet[str]
     ) -> tuple[int, set[str]]:
         """Store matches; another outlet's copy of an already matched story joins that match
         ("also reported by") instead of being reported again."""
@@ -446,7 +528,7 @@ class App:
         for row in fresh:
             watch = self.watches[row.match.watch]
             changed.add(watch.name)
-            if watch.notify and (not backlog or watch.notify_backlog):
+            if watch.notify and (watch.name not in pending or watch.notify_backlog):
                 entry = by_id[row.match.entry_id]
                 payload = Notification.from_match(watch, row.match, entry).to_json()
                 self.store.enqueue(

@@ -133,10 +133,8 @@ def _progress_printer() -> Callable[[int, int], None]:
 
 
 def _print_pass(report: PassReport) -> None:
-    new = sum(len(r.new) for r in report.polled)
-    changed = sum(len(r.changed) for r in report.polled)
     print(
-        f"polled {len(report.polled)} sources: {new} new, {changed} changed entries, "
+        f"polled {len(report.polled)} sources: {report.new} new, {report.changed} changed entries, "
         f"{len(report.failed)} failed; wrote {len(report.written)} files; "
         f"{report.matches} matches, {report.notified} notifications"
     )

@@ -79,6 +79,7 @@ class FetchConfig:
     min_interval: float = 60.0
     max_interval: float = 86400.0
     max_backoff: float = 86400.0
+    parse_workers: int = 0  # 0: parse and normalise inline; N: in a pool of N processes
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,6 +551,9 @@ class _FetchModel(_Model):
     min_interval: _Duration = _FETCH.min_interval
     max_interval: _Duration = _FETCH.max_interval
     max_backoff: _Duration = _FETCH.max_backoff
+    parse_workers: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=64)] = (
+        _FETCH.parse_workers
+    )
 
 
 class _SmtpModel(_Model):
