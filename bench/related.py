@@ -181,7 +181,7 @@ def best_threshold(
     grid = sorted({round(s, 3) for s in scores.values()})
     best: tuple[float, dict[str, float]] = (0.0, {"f1": -1.0})
     for t in grid:
-        m = metrics(pairs, lambda c, d, t=t: scores[(c, d)] >= t, topics)  # type: ignore[misc]
+        m = metrics(pairs, _above(scores, t), topics)
         if m["f1"] > best[1]["f1"]:
             best = (t, m)
     return best
@@ -192,6 +192,14 @@ def _fmt(m: dict[str, float]) -> str:
         f"P {m['precision']:.3f}  R {m['recall']:.3f}  F1 {m['f1']:.3f}  "
         f"hard-neg FP {m['hard_fp_rate']:.3f}"
     )
+
+
+def _member(flagged: set[tuple[str, str]]) -> Callable[[str, str], bool]:
+    return lambda c, d: (c, d) in flagged
+
+
+def _above(scores: dict[tuple[str, str], float], t: float) -> Callable[[str, str], bool]:
+    return lambda c, d: scores[(c, d)] >= t
 
 
 def cross_validate(docs: Sequence[Doc], *, adaptive: bool = False) -> None:
@@ -205,19 +213,17 @@ def cross_validate(docs: Sequence[Doc], *, adaptive: bool = False) -> None:
 
     base = tfidf_scores(docs)
     for fit, test, name in ((1, 0, "fit odd -> test even"), (0, 1, "fit even -> test odd")):
-        scored = [
-            (metrics(pairs, lambda c, d, f=runs[t]: (c, d) in f, parity(fit))["f1"], t)
-            for t in grid
-        ]
+        scored = [(metrics(pairs, _member(runs[t]), parity(fit))["f1"], t) for t in grid]
         t_best = max(scored)[1]
-        m = metrics(pairs, lambda c, d: (c, d) in runs[t_best], parity(test))
+        m = metrics(pairs, _member(runs[t_best]), parity(test))
         bt, _ = best_threshold(pairs, base, parity(fit))
-        bm = metrics(pairs, lambda c, d: base[(c, d)] >= bt, parity(test))
+        bm = metrics(pairs, _above(base, bt), parity(test))
         print(f"  CV {name}: monitor thr {t_best:.2f}: {_fmt(m)}")
         print(f"  CV {name}: tf-idf  thr {bt:.3f}: {_fmt(bm)}")
-    m = metrics(pairs, lambda c, d: (c, d) in runs[round(DEFAULT_THRESHOLD, 2)], parity(0))
+    default = _member(runs[round(DEFAULT_THRESHOLD, 2)])
+    m = metrics(pairs, default, parity(0))
     print(f"  default threshold on even topics: {_fmt(m)}")
-    m = metrics(pairs, lambda c, d: (c, d) in runs[round(DEFAULT_THRESHOLD, 2)], parity(1))
+    m = metrics(pairs, default, parity(1))
     print(f"  default threshold on odd topics:  {_fmt(m)}")
 
 

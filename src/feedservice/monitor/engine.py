@@ -17,12 +17,14 @@ from feedservice.monitor.index import WatchIndex
 from feedservice.monitor.query import Query, QueryDoc, parse_query
 from feedservice.monitor.score import (
     DEFAULT_THRESHOLD,
+    W_ENTITIES,
     W_MARKS,
+    W_TERMS,
+    YEAR_CONFLICT_PENALTY,
     CorpusStats,
     Vectors,
     calibrate,
     centroid,
-    dot,
     explain,
     raw_similarity,
     uncalibrate,
@@ -71,6 +73,15 @@ class _Item:
     qdoc: QueryDoc | None = None
 
 
+def _family_weight(vec: Vectors, key: str) -> tuple[float, int]:
+    """(blended weight of ``key`` in ``vec``, family: 0 words, 1 names, 2 dates/numbers)."""
+    if key in vec.terms:
+        return W_TERMS * vec.terms[key], 0
+    if key in vec.entities:
+        return W_ENTITIES * vec.entities[key], 1
+    return W_MARKS * vec.marks[key], 2
+
+
 class Monitor:
     """Matches new entries against watches.
 
@@ -111,6 +122,7 @@ class Monitor:
         self._features: OrderedDict[str, Features] = OrderedDict()
         self._index = WatchIndex()
         self._indexed_at = -1
+        self._min_raw_threshold = 1.0
 
     # --- corpus ------------------------------------------------------------------------------
 
@@ -150,6 +162,10 @@ class Monitor:
                 anchors = st.query.anchors()
                 self._index.add_query(slot, None if anchors is None else list(anchors))
         self._indexed_at = n
+        self._min_raw_threshold = min(
+            (st.raw_threshold for st in self._states if st.story_vectors is not None),
+            default=1.0,
+        )
 
     # --- matching ----------------------------------------------------------------------------
 
@@ -174,11 +190,11 @@ class Monitor:
             if self.use_index:
                 slots = self._candidates(item)
             else:
-                slots = list(range(len(self._states)))
+                slots = dict.fromkeys(range(len(self._states)))
             for slot in sorted(slots):
                 st = self._states[slot]
                 n_folded = len(st.folded)
-                result = self._judge(st, item)
+                result = self._judge(st, item, slots[slot])
                 if result is not None:
                     hits.setdefault(slot, []).append((pos, *result))
                 if len(st.folded) > n_folded:  # adaptive: later items may reach it by new keys
@@ -190,25 +206,49 @@ class Monitor:
         features = self._features_of(entry)
         return _Item(entry, features, vectorise(features, self.stats))
 
-    def _candidates(self, item: _Item) -> list[int]:
-        """Watches whose optimistic score reaches their threshold (see :mod:`.index`)."""
+    def _candidates(self, item: _Item) -> dict[int, float | None]:
+        """Watches that could match ``item`` -> the exact raw score when the index knows it.
+
+        See :mod:`.index`: the walked postings give most of the dot product; the few common
+        words skipped there are added exactly for the watches still in the running.
+        """
         index = self._index
-        out = []
-        marks = item.vectors.marks
-        for slot, partial in index.accumulate(item.vectors).items():
-            st = self._states[slot]
-            bound = partial + index.tail.get(slot, 1.0)
-            if st.story_vectors is not None and marks:
-                bound += W_MARKS * dot(st.story_vectors.marks, marks)
-            if bound >= st.raw_threshold or st.folded:
-                out.append(slot)
+        states = self._states
+        out: dict[int, float | None] = {}
+        vec = item.vectors
+        # Watches sharing no distinctive (short-posting) word or name with the item are not
+        # considered: a score built from common words and dates alone is not a follow-up.
+        acc, slack, skipped = index.accumulate(vec)
+        skipped_w = [(key, *_family_weight(vec, key)) for key in skipped]
+        tails = index.tail
+        need = self._min_raw_threshold - slack - index.max_tail
+        for slot, partial in [kv for kv in acc.items() if kv[1] >= need]:
+            st = states[slot]
+            story = st.story_vectors
+            tail = tails.get(slot, 1.0)
+            if story is None or partial + slack + tail < st.raw_threshold:
+                continue
+            if st.folded or tail > 0.0:
+                out[slot] = None  # the index does not hold the whole profile: score in full
+                continue
+            raw = partial
+            parts = (story.terms, story.entities, story.marks)
+            for key, w, family in skipped_w:
+                raw += w * parts[family].get(key, 0.0)
+            if story.years and vec.years and not (story.years & vec.years):
+                raw *= 1.0 - YEAR_CONFLICT_PENALTY
+            if raw >= st.raw_threshold:
+                out[slot] = raw
         if index.has_queries:
             if item.qdoc is None:
                 item.qdoc = QueryDoc.from_entry(item.entry)
-            out.extend(index.query_candidates(item.qdoc.body_set))
+            for slot in index.query_candidates(item.qdoc.body_set):
+                out.setdefault(slot, None)
         return out
 
-    def _judge(self, st: _WatchState, item: _Item) -> tuple[float, tuple[str, ...]] | None:
+    def _judge(
+        self, st: _WatchState, item: _Item, raw: float | None = None
+    ) -> tuple[float, tuple[str, ...]] | None:
         entry = item.entry
         w = st.watch
         if entry.id in st.reported:
@@ -226,7 +266,8 @@ class Monitor:
             query_terms = st.query.matched_terms(item.qdoc)
         if st.profile is None or st.story_vectors is None or st.story_features is None:
             return 1.0, (f"matches query: {', '.join(query_terms)}",)
-        raw = raw_similarity(st.story_vectors, item.vectors)
+        if raw is None:
+            raw = raw_similarity(st.story_vectors, item.vectors)
         if st.folded:
             raw = max(raw, raw_similarity(st.profile, item.vectors))
         value = calibrate(raw)
@@ -240,6 +281,7 @@ class Monitor:
             st.story_vectors,
             item.features,
             item.vectors,
+            idf=self.stats.idf,
             score_value=value,
             threshold=st.threshold,
         )

@@ -15,17 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from feedservice.monitor.score import W_ENTITIES, W_TERMS, Sparse, Vectors
+from feedservice.monitor.score import W_ENTITIES, W_MARKS, W_TERMS, Sparse, Vectors
 
-PROFILE_KEYS = 96
-
-
-def strongest_keys(vectors: Vectors, k: int = 48) -> list[str]:
-    """The ``k`` heaviest word and name keys of a profile."""
-    weighted = [(w, key) for key, w in vectors.terms.items()]
-    weighted += [(w, key) for key, w in vectors.entities.items()]
-    weighted.sort(reverse=True)
-    return [key for _, key in weighted[:k]]
+PROFILE_KEYS = 256
+LONG_POSTING = 64
 
 
 def _split(part: Sparse, k: int) -> tuple[list[tuple[str, float]], float]:
@@ -40,23 +33,33 @@ class WatchIndex:
 
     def __init__(self) -> None:
         self._postings: dict[str, list[tuple[int, float]]] = {}
+        self._maxw: dict[str, float] = {}
         self._anchors: dict[str, set[int]] = {}
         self._always: set[int] = set()
         self.tail: dict[int, float] = {}
+        self.max_tail = 0.0
 
     def add_profile(self, slot: int, vectors: Vectors, k: int = PROFILE_KEYS) -> None:
         """Post a story profile; call again (e.g. after adaptive folding) to widen it."""
         bound = 0.0
-        for part, weight in ((vectors.terms, W_TERMS), (vectors.entities, W_ENTITIES)):
+        families = (
+            (vectors.terms, W_TERMS),
+            (vectors.entities, W_ENTITIES),
+            (vectors.marks, W_MARKS),
+        )
+        for part, weight in families:
             head, tail = _split(part, k)
             for key, w in head:
                 self._postings.setdefault(key, []).append((slot, weight * w))
+                self._maxw[key] = max(self._maxw.get(key, 0.0), weight * w)
             bound += weight * tail
         self.tail[slot] = max(self.tail.get(slot, 0.0), bound)
+        self.max_tail = max(self.max_tail, self.tail[slot])
 
     def widen(self, slot: int) -> None:
         """Give up pruning for ``slot``: any shared key makes it a candidate (adaptive mode)."""
         self.tail[slot] = 1.0
+        self.max_tail = 1.0
 
     @property
     def has_queries(self) -> bool:
@@ -70,18 +73,40 @@ class WatchIndex:
         for key in anchors:
             self._anchors.setdefault(key, set()).add(slot)
 
-    def accumulate(self, item: Vectors) -> dict[int, float]:
-        """slot -> exact blended word+name dot product over the posted keys."""
+    def accumulate(self, item: Vectors) -> tuple[dict[int, float], float, list[str]]:
+        """Walk the item's short postings.
+
+        Returns slot -> exact blended dot product (words, names, dates) over the walked keys,
+        the slack and the keys not walked. Keys posted by more than ``LONG_POSTING`` watches (common
+        words) are not walked; the slack bounds what they can add to any one watch (item weight
+        x the largest weight any watch gives the key), small because a common word has a low
+        idf everywhere.
+        """
         acc: dict[int, float] = {}
         postings = self._postings
-        for part in (item.terms, item.entities):
+        maxw = self._maxw
+        slack = 0.0
+        skipped: list[str] = []
+        get = acc.get
+        for part in (item.terms, item.entities, item.marks):
             for key, w in part.items():
                 hit = postings.get(key)
                 if hit is None:
                     continue
+                if len(hit) > LONG_POSTING:
+                    slack += w * maxw[key]
+                    skipped.append(key)
+                    continue
                 for slot, pw in hit:
-                    acc[slot] = acc.get(slot, 0.0) + w * pw
-        return acc
+                    acc[slot] = get(slot, 0.0) + w * pw
+        return acc, slack, skipped
+
+    def slots_of(self, keys: Iterable[str]) -> set[int]:
+        """Every slot posted under ``keys`` (the exhaustive fallback)."""
+        out: set[int] = set()
+        for key in keys:
+            out.update(slot for slot, _ in self._postings.get(key, ()))
+        return out
 
     def query_candidates(self, item_terms: Iterable[str]) -> set[int]:
         """Query-only watches an item holding ``item_terms`` (stems) could match."""

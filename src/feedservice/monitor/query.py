@@ -66,10 +66,7 @@ class QueryDoc:
 def _contains(seq: tuple[str, ...], words: tuple[str, ...]) -> bool:
     n = len(words)
     first = words[0]
-    for i, tok in enumerate(seq):
-        if tok == first and seq[i : i + n] == words:
-            return True
-    return False
+    return any(tok == first and seq[i : i + n] == words for i, tok in enumerate(seq))
 
 
 # --- the tree ----------------------------------------------------------------------------------
@@ -224,12 +221,14 @@ def _lex(text: str, watch: str | None) -> list[_Tok]:
             toks.append(_Tok("RPAR", ch, col))
             i += 1
             continue
-        if ch in "\"“”":
+        if ch in '"“”':
             j = i + 1
-            while j < n and text[j] not in "\"“”":
+            while j < n and text[j] not in '"“”':
                 j += 1
             if j >= n:
-                raise QueryError("unterminated phrase: missing closing quote", column=col, watch=watch)
+                raise QueryError(
+                    "unterminated phrase: missing closing quote", column=col, watch=watch
+                )
             toks.append(_Tok("PHRASE", text[i + 1 : j], col))
             i = j + 1
             continue

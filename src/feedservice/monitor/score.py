@@ -26,7 +26,7 @@ import json
 import math
 import zlib
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from feedservice.monitor.text import Features
@@ -44,7 +44,7 @@ def calibrate(raw: float) -> float:
     """Map a raw blended cosine in [0, 1] to the calibrated score (monotone, 0->0, 1->1)."""
     if raw <= 0.0:
         return 0.0
-    return min(1.0, raw**CALIBRATION_EXPONENT)
+    return min(1.0, float(raw**CALIBRATION_EXPONENT))
 
 
 def uncalibrate(score_value: float) -> float:
@@ -52,6 +52,9 @@ def uncalibrate(score_value: float) -> float:
     if score_value <= 0.0:
         return 0.0
     return float(score_value ** (1.0 / CALIBRATION_EXPONENT))
+
+
+_IDF_CACHE = 1 << 16
 
 
 class CorpusStats:
@@ -71,6 +74,8 @@ class CorpusStats:
         self.n_docs = 0
         self._table = array("I", bytes(4 * size))
         self._mask = size - 1
+        self._cache: dict[str, float] = {}  # idf per key while n_docs stays the same
+        self._cache_n = -1
 
     def _slot(self, key: str) -> int:
         return zlib.crc32(key.encode("utf-8")) & self._mask
@@ -89,8 +94,15 @@ class CorpusStats:
 
     def idf(self, key: str) -> float:
         """Smoothed inverse document frequency, > 0 (an unseen key counts as seen once)."""
-        df = min(self.df(key), self.n_docs)
-        return math.log((self.n_docs + 1.0) / (df + 0.5)) + 0.05
+        if self._cache_n != self.n_docs or len(self._cache) > _IDF_CACHE:
+            self._cache.clear()  # the corpus moved on: every idf may have changed
+            self._cache_n = self.n_docs
+        value = self._cache.get(key)
+        if value is None:
+            df = min(self.df(key), self.n_docs)
+            value = math.log((self.n_docs + 1.0) / (df + 0.5)) + 0.05
+            self._cache[key] = value
+        return value
 
     def to_json(self) -> str:
         """A compact JSON document (zlib + base64 table) for the app to persist."""
@@ -208,33 +220,34 @@ def _name_words(name: str) -> list[str]:
     return [w.lower().replace(".", "") for w in name.split() if w[:1].isupper() or w.isupper()]
 
 
-def _ranked_names(features: Features, vectors: Vectors) -> list[tuple[float, str]]:
-    """Story names by weight (the idf-weighted tf of their words), strongest first, deduped."""
-    ranked: list[tuple[float, str]] = []
-    for name in features.names:
+def _ranked_names(features: Features, idf: Callable[[str], float]) -> list[str]:
+    """The text's names, most distinctive first (the idf of a name's rarest word), deduped."""
+    ranked: list[tuple[float, int, str]] = []
+    for order, name in enumerate(features.names):
         words = _name_words(name)
         if not words:
             continue
-        weight = max(vectors.entities.get(f"e:{w}", 0.0) for w in words)
-        ranked.append((weight, name))
-    ranked.sort(key=lambda x: -x[0])
-    out: list[tuple[float, str]] = []
+        ranked.append((-max(idf(f"e:{w}") for w in words), order, name))
+    ranked.sort()
+    out: list[str] = []
     seen_words: set[str] = set()
-    for weight, name in ranked:
-        words = set(_name_words(name))
-        if words <= seen_words:
+    for _, _, name in ranked:
+        word_set = set(_name_words(name))
+        if word_set <= seen_words:
             continue  # "Lohan" after "Lindsay Lohan"
-        seen_words |= words
-        out.append((weight, name))
+        seen_words |= word_set
+        out.append(name)
     return out
+
+
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _format_mark(mark: str) -> str:
     kind, _, value = mark.partition(":")
     if kind == "md":
         month, _, day = value.partition("-")
-        names = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
-        return f"{names[int(month) - 1]} {day}"
+        return f"{_MONTH_NAMES[int(month) - 1]} {day}"
     if kind == "wd":
         return value.capitalize()
     return value
@@ -246,14 +259,25 @@ def explain(
     item: Features,
     item_vectors: Vectors,
     *,
+    idf: Callable[[str], float],
     score_value: float,
     threshold: float,
     limit: int = 5,
 ) -> tuple[str, ...]:
-    """Sentences a person can check: shared names, terms, dates; missing key names; the score."""
+    """Sentences a person can check: shared names, terms, dates; missing key names; the score.
+
+    Names are listed most distinctive first (rarest in the corpus), so "Lloyd Austin" comes
+    before "Japan"; the story's key entities are its three most distinctive names.
+    """
     reasons: list[str] = []
-    names = _ranked_names(story, story_vectors)
-    shared = [n for _, n in names if all(w in item.entities for w in _name_words(n))]
+    names = _ranked_names(story, idf)
+
+    # A name counts as present when its words are (as names, or as words: a sentence-initial
+    # "Blinken said" is not recognised as a name by the rule-based extractor).
+    def present(word: str) -> bool:
+        return word in item.entities or word in item.terms
+
+    shared = [n for n in names if all(present(w) for w in _name_words(n))]
     if shared:
         reasons.append("shares people/places: " + ", ".join(shared[:limit]))
     contributions = sorted(
@@ -264,11 +288,10 @@ def explain(
         ),
         reverse=True,
     )
-    shared_words = {w for n in shared for w in _name_words(n)}
     terms = [
         story.surface.get(k, k)
         for _, k in contributions
-        if story.surface.get(k, k) not in shared_words
+        if story.surface.get(k, k).replace(".", "") not in story.entities
     ]
     if terms:
         reasons.append("shares terms: " + ", ".join(terms[:limit]))
@@ -277,13 +300,17 @@ def explain(
     )
     if marks:
         reasons.append(
-            "shares dates/numbers: " + ", ".join(_format_mark(k) for _, k in reversed(marks[-limit:]))
+            "shares dates/numbers: "
+            + ", ".join(_format_mark(k) for _, k in reversed(marks[-limit:]))
         )
-    key_names = [n for _, n in names[:3]]
-    lacking = [n for n in key_names if not any(w in item.entities for w in _name_words(n))]
+    lacking = [n for n in names[:3] if not any(present(w) for w in _name_words(n))]
     if lacking:
         reasons.append("lacks story's key entities: " + ", ".join(lacking))
-    if story_vectors.years and item_vectors.years and not (story_vectors.years & item_vectors.years):
+    if (
+        story_vectors.years
+        and item_vectors.years
+        and not (story_vectors.years & item_vectors.years)
+    ):
         reasons.append(
             "different year: story "
             + ", ".join(sorted(y[2:] for y in story_vectors.years))

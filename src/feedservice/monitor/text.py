@@ -10,27 +10,32 @@ from __future__ import annotations
 
 import html
 import re
-from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from feedservice.model import Entry
 
-STOPWORDS: frozenset[str] = frozenset(
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOPWORDS: frozenset[str] = _wordset(
     """
-    a about above after again against all almost also although always am among an and another any
-    anyone anything are around as at be became because become been before being below between both
-    but by can cannot could did do does doing done down during each either else ever every few for
-    from further get gets getting go goes going gone got had has have having he her here hers herself
-    him himself his how however i if in into is it its itself just last least less like made make
-    many may me might more most much must my myself near neither never new next no nor not now of off
-    often on once one only or other others our ours ourselves out over own per perhaps put rather
-    said same say says see seen several shall she should since so some still such than that the their
-    theirs them themselves then there these they this those though through thus to too under until
-    up upon us very was we well were what when where whether which while who whom whose why will with
-    within without would yet you your yours yourself yourselves told tell according including
-    mr mrs ms dr according week weeks year years day days time times today yesterday tomorrow
-    s t re ve ll d m
-    """.split()
+    a about above after again against all almost also although always am among an and another
+    any anyone anything are around as at be became because become been before being below
+    between both but by can cannot could did do does doing done down during each either else
+    ever every few for from further get gets getting go goes going gone got had has have having
+    he her here hers herself him himself his how however i if in into is it its itself just last
+    least less like made make many may me might more most much must my myself near neither never
+    new next no nor not now of off often on once one only or other others our ours ourselves out
+    over own per perhaps put rather said same say says see seen several shall she should since
+    so some still such than that the their theirs them themselves then there these they this
+    those though through thus to too under until up upon us very was we well were what when
+    where whether which while who whom whose why will with within without would yet you your
+    yours yourself yourselves told tell according including mr mrs ms dr according week weeks
+    year years day days time times today yesterday tomorrow s t re ve ll d m
+    """
 )
 
 MONTHS: dict[str, int] = {
@@ -53,16 +58,45 @@ MONTHS: dict[str, int] = {
     )
     for name in names
 }
-WEEKDAYS: frozenset[str] = frozenset(
-    "monday tuesday wednesday thursday friday saturday sunday".split()
-)
+WEEKDAYS: frozenset[str] = _wordset("monday tuesday wednesday thursday friday saturday sunday")
 # Capitalised words that glue a name together ("Bank of America", "Gulf of Aden").
 _NAME_GLUE = frozenset({"of", "de", "del", "da", "van", "von", "al", "bin", "la", "le", "du"})
 
+# Titles and roles split names ("Defense Minister Minoru Kihara" -> "Minoru Kihara") and are
+# not names themselves: two ministers of defence are not the same person.
+_ROLE_WORDS = _wordset(
+    """secretary minister ministers president vice prime chief
+    executive officer spokesman spokeswoman spokesperson director chairman chairwoman governor
+    mayor senator sen rep representative judge justice general gen lt col sgt capt captain coach
+    king queen prince princess pope sir lord lady deputy ambassador commissioner chancellor
+    premier sheriff detective officer inspector superintendent professor prof manager actress
+    actor star singer former late"""
+)
+
+# Portfolio words are part of a role only next to one ("Defense Minister", "Secretary of State")
+# and part of a name elsewhere ("Japan Self-Defense Forces", "State Department").
+_PORTFOLIO_WORDS = _wordset(
+    """state defense defence foreign interior finance home justice health treasury commerce
+    energy education agriculture labor labour trade transport economy environment"""
+)
+
+
+def _is_role(tokens: list[str], i: int) -> bool:
+    low = tokens[i].lower()
+    if low in _ROLE_WORDS:
+        return True
+    if low not in _PORTFOLIO_WORDS:
+        return False
+    nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
+    prev = tokens[i - 1].lower() if i >= 1 else ""
+    prev2 = tokens[i - 2].lower() if i >= 2 else ""
+    return nxt in _ROLE_WORDS or prev in _ROLE_WORDS or (prev == "of" and prev2 in _ROLE_WORDS)
+
+
 # Dateline and byline words that look like names or acronyms.
-_BOILERPLATE = frozenset(
+_BOILERPLATE = _wordset(
     "am pm gmt bst est edt pst pdt cst cdt utc et published updated posted by breaking news"
-    " video photo photos ap afp reuters copyright read more".split()
+    " video photo photos ap afp reuters copyright read more"
 )
 
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -86,6 +120,7 @@ def split_sentences(paragraph: str) -> list[str]:
     return [s for s in _SENT_SPLIT_RE.split(paragraph) if s.strip()]
 
 
+@lru_cache(maxsize=1 << 16)  # pure and deterministic: a cache, not state
 def stem(word: str) -> str:
     """A light, conservative suffix stripper (plural/-ing/-ed), enough to join word forms."""
     if len(word) <= 3 or not word.isalpha():
@@ -107,17 +142,20 @@ def _clean(token: str) -> str:
     token = token.replace("’", "'")
     if token.endswith("'s") or token.endswith("'S"):
         token = token[:-2]
-    return token.rstrip(".'")
+    token = token.rstrip("'")
+    if token.endswith(".") and "." not in token[:-1]:
+        token = token[:-1]  # a full stop, not an abbreviation like "U.S."
+    return token
 
 
 @dataclass(frozen=True, slots=True)
 class Features:
     """What the monitor knows about one text.
 
-    ``terms``: stem -> weighted count (title counted ``TITLE_WEIGHT`` times); ``entities``: lowercase
-    name words and acronyms -> count; ``names``: display forms of multi-word names in first-seen
-    order; ``times``: years (``y:2013``), month-day dates (``md:5-3``) and weekdays (``wd:friday``);
-    ``numbers``: other numbers (``n:23``).
+    ``terms``: stem -> weighted count (title counted ``TITLE_WEIGHT`` times); ``entities``:
+    lower-case name words and acronyms -> count; ``names``: display forms of names in
+    first-seen order; ``times``: years (``y:2013``), month-day dates (``md:5-3``) and
+    weekdays (``wd:friday``); ``numbers``: other numbers (``n:23``).
     """
 
     terms: dict[str, float]
@@ -153,15 +191,22 @@ def _next_is_capital(tokens: list[str]) -> bool:
 def analyse(title: str, paragraphs: list[str]) -> Features:
     """Extract :class:`Features` from a title and plain-text paragraphs."""
     sentences: list[tuple[list[str], float]] = []
+    # Title Case is a headline's style, not prose: only the title and lines without a closing
+    # full stop can be headlines ("The talks were attended by U.S. Secretary ..." is prose).
+    may_head: list[bool] = []
     if title.strip():
         sentences.append(([_clean(t) for t in _TOKEN_RE.findall(title)], TITLE_WEIGHT))
+        may_head.append(True)
     for paragraph in paragraphs:
         for sentence in split_sentences(paragraph):
             sentences.append(([_clean(t) for t in _TOKEN_RE.findall(sentence)], 1.0))
+            may_head.append(not sentence.rstrip().endswith((".", "!", "?", '"', "”")))
 
     # A capitalised word at the start of a sentence or in a Title Case headline counts as a name
     # only if the text also capitalises it mid-sentence ("Somehow Reid ..." -> Reid, not Somehow).
-    heads = [_is_headline(toks) for toks, _ in sentences]
+    heads = [
+        head and _is_headline(toks) for (toks, _), head in zip(sentences, may_head, strict=True)
+    ]
     mid_caps = {
         t.lower()
         for (toks, _), head in zip(sentences, heads, strict=True)
@@ -170,9 +215,9 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
         if t[:1].isupper()
     }
     body_less = len(sentences) <= 1
-    terms: Counter[str] = Counter()
+    terms: dict[str, float] = {}
     surface: dict[str, str] = {}
-    entities: Counter[str] = Counter()
+    entities: dict[str, float] = {}
     names: dict[str, None] = {}
     times: set[str] = set()
     numbers: set[str] = set()
@@ -221,12 +266,12 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
                 continue
             stemmed = stem(low)
             if low not in STOPWORDS and len(low) > 1 and low not in MONTHS:
-                terms[stemmed] += weight
+                terms[stemmed] = terms.get(stemmed, 0.0) + weight
                 surface.setdefault(stemmed, low)
             # --- names
             is_acronym = tok.isupper() and 2 <= len(tok.replace(".", "")) <= 6
             capital = tok[0].isupper()
-            if capital and (low in STOPWORDS or low in MONTHS):
+            if capital and (low in STOPWORDS or low in MONTHS or _is_role(tokens, i)):
                 if run and low in _NAME_GLUE:
                     run.append(tok)
                 else:
@@ -244,7 +289,8 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
                 capital = is_acronym = False  # an ordinary word starting a sentence / headline
             if capital or is_acronym:
                 run.append(tok)
-                entities[low.replace(".", "")] += weight
+                ekey = low.replace(".", "")
+                entities[ekey] = entities.get(ekey, 0.0) + weight
             elif run and low in _NAME_GLUE:
                 run.append(tok)
             else:
@@ -252,8 +298,8 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
         flush(run)
 
     return Features(
-        terms=dict(terms),
-        entities=dict(entities),
+        terms=terms,
+        entities=entities,
         names=tuple(names),
         times=frozenset(times),
         numbers=frozenset(numbers),

@@ -1,0 +1,57 @@
+"""Relatedness quality on the ECB+ dev file (issue 4 "Done when"), through bench/related.py.
+
+Protocol (bench/related.py): per event cluster the first document by doc_id in lexicographic
+string order is the story; every other document is a candidate; positives share the event
+cluster; hard negatives share the topic only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / ".." / "shared" / "data" / "ecbplus" / "ecbplus_dev.jsonl"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_related", ROOT / "bench" / "related.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    if not CORPUS.exists():
+        pytest.skip("the ECB+ dev file is not in the shared data folder beside the repository")
+    bench = _bench()
+    docs = bench.load(CORPUS)
+    pairs = bench.pairs_of(docs)
+    scores = bench.tfidf_scores(docs)
+    _, baseline = bench.best_threshold(pairs, scores, lambda _t: True)
+    return {"monitor": bench.evaluate(docs), "baseline": baseline}
+
+
+def test_monitor_beats_tfidf_at_its_best_threshold(results: dict[str, Any]) -> None:
+    monitor, baseline = results["monitor"], results["baseline"]
+    assert monitor["f1"] >= baseline["f1"] + 0.02
+    assert monitor["hard_fp_rate"] <= baseline["hard_fp_rate"] - 0.10
+    # Measured 0.837 and 0.191: regression guards, not the goal.
+    assert monitor["f1"] >= 0.82
+    assert monitor["hard_fp_rate"] <= 0.22
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 4 target not reached yet: F1 0.837, hard-negative FP 0.191 at the default",
+)
+def test_issue_target_f1_and_hard_negative_rate(results: dict[str, Any]) -> None:
+    monitor = results["monitor"]
+    assert monitor["f1"] >= 0.92
+    assert monitor["hard_fp_rate"] <= 0.08

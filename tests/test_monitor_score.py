@@ -1,0 +1,264 @@
+"""Relatedness scores and reasons on small hand-written texts, and the Monitor's contract."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from feedservice.errors import QueryError
+from feedservice.model import Entry, Watch
+from feedservice.monitor import DEFAULT_THRESHOLD, CorpusStats, Monitor, WatchInput
+from feedservice.monitor.score import calibrate, uncalibrate
+from feedservice.monitor.text import analyse
+
+DATA = Path(__file__).resolve().parent / "data" / "monitor"
+T0 = datetime(2024, 7, 28, tzinfo=UTC)
+
+
+def entry(entry_id: str, text: str, source: str = "wire") -> Entry:
+    """A story-file-like entry: first line the title, each further line a paragraph."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return Entry(
+        id=entry_id,
+        source=source,
+        title=lines[0],
+        link=None,
+        published=T0,
+        updated=T0,
+        summary=lines[1] if len(lines) > 1 else "",
+        content_html="".join(f"<p>{line}</p>" for line in lines[1:]),
+        content_hash=entry_id,
+    )
+
+
+def load(name: str, source: str = "wire") -> Entry:
+    return entry(name, (DATA / f"{name}.txt").read_text(encoding="utf-8"), source)
+
+
+@pytest.fixture
+def corpus() -> tuple[Entry, dict[str, Entry], list[Entry]]:
+    story = load("japan_story", "newsroom")
+    items = {n: load(n) for n in ("followup", "other_event", "unrelated")}
+    background = [
+        entry(f"bg{i}", line.replace("|", "\n"))
+        for i, line in enumerate((DATA / "background.txt").read_text().splitlines())
+        if line.strip()
+    ]
+    return story, items, background
+
+
+def monitor_for(
+    story: Entry, seen: list[Entry], watch: Watch | None = None, **kw: object
+) -> Monitor:
+    w = watch or Watch(name="japan-us-hq", title="Follow-ups")
+    m = Monitor([WatchInput(w, story)], **kw)  # type: ignore[arg-type]
+    m.observe([story, *seen])
+    return m
+
+
+def test_follow_up_beats_same_topic_other_event_beats_unrelated(
+    corpus: tuple[Entry, dict[str, Entry], list[Entry]],
+) -> None:
+    story, items, background = corpus
+    m = monitor_for(story, [*background, *items.values()])
+    follow = m.relatedness(story, items["followup"])
+    other = m.relatedness(story, items["other_event"])
+    unrelated = m.relatedness(story, items["unrelated"])
+    assert follow >= DEFAULT_THRESHOLD > other > unrelated
+    assert m.relatedness(story, story) == pytest.approx(1.0)
+
+    matches = m.match(list(items.values()))
+    assert [x.entry_id for x in matches] == ["followup"]
+    match = matches[0]
+    assert match.watch == "japan-us-hq"
+    assert match.score == pytest.approx(follow, abs=1e-4)
+    reasons = match.reasons
+    shared = next(r for r in reasons if r.startswith("shares people/places: "))
+    for name in ("Lloyd Austin", "Minoru Kihara", "Yoko Kamikawa"):
+        assert name in shared
+    terms = next(r for r in reasons if r.startswith("shares terms: "))
+    assert "joint" in terms and "headquarters" in terms
+    assert "shares dates/numbers: 2024" in reasons
+    assert reasons[-1] == f"score {follow:.2f} (threshold {DEFAULT_THRESHOLD:.2f})"
+
+
+def test_reasons_for_an_item_below_the_line_say_what_is_missing(
+    corpus: tuple[Entry, dict[str, Entry], list[Entry]],
+) -> None:
+    story, items, background = corpus
+    watch = Watch(name="japan-us-hq", title="t", threshold=0.0)
+    m = monitor_for(story, [*background, *items.values()], watch)
+    by_id = {x.entry_id: x for x in m.match([items["other_event"]])}
+    reasons = by_id["other_event"].reasons
+    lacking = next(r for r in reasons if r.startswith("lacks story's key entities: "))
+    assert "Antony Blinken" in lacking
+    assert "different year: story 2024; item 1960, 2022" in reasons
+    assert reasons[-1].endswith("(threshold 0.00)")
+
+
+def test_watch_threshold_overrides_the_default(
+    corpus: tuple[Entry, dict[str, Entry], list[Entry]],
+) -> None:
+    story, items, background = corpus
+    strict = Watch(name="w", title="t", threshold=0.99)
+    m = monitor_for(story, [*background, *items.values()], strict)
+    assert m.match(list(items.values())) == []
+
+
+def test_never_twice_story_excluded_and_sources_respected(
+    corpus: tuple[Entry, dict[str, Entry], list[Entry]],
+) -> None:
+    story, items, background = corpus
+    m = monitor_for(story, [*background, *items.values()])
+    assert [x.entry_id for x in m.match([story, items["followup"]])] == ["followup"]
+    assert m.match([items["followup"]]) == []  # already reported by this instance
+
+    only_blog = Watch(name="w", title="t", sources=("blog",))
+    m2 = monitor_for(story, [*background, *items.values()], only_blog)
+    assert m2.match([items["followup"]]) == []
+    assert [x.entry_id for x in m2.match([replace(items["followup"], source="blog")])] == [
+        "followup"
+    ]
+
+
+def test_query_only_and_story_plus_query_watches(
+    corpus: tuple[Entry, dict[str, Entry], list[Entry]],
+) -> None:
+    story, items, background = corpus
+    watches = [
+        WatchInput(Watch(name="q", title="t", query='"joint force headquarters" OR Canberra')),
+        WatchInput(Watch(name="both", title="t", query="title:Australia"), story),
+        WatchInput(Watch(name="not", title="t", query="NOT japan")),
+    ]
+    m = Monitor(watches)
+    m.observe([story, *background, *items.values()])
+    found = {(x.watch, x.entry_id): x for x in m.match(list(items.values()))}
+    assert set(found) == {("q", "followup"), ("q", "other_event"), ("not", "unrelated")}
+    assert found[("q", "followup")].score == 1.0
+    assert found[("q", "followup")].reasons == ('matches query: "joint force headquarters"',)
+    assert found[("q", "other_event")].reasons == ("matches query: Canberra",)
+    # "both": the other event matches the query but not the story, the follow-up the reverse.
+    relaxed = Monitor(
+        [WatchInput(Watch(name="both", title="t", query="Austin", threshold=0.3), story)],
+        stats=m.stats,
+    )
+    both = relaxed.match(list(items.values()))
+    assert [x.entry_id for x in both] == ["followup"]
+    assert both[0].reasons[0] == "matches query: Austin"
+
+
+def test_bad_query_names_the_watch() -> None:
+    with pytest.raises(QueryError) as info:
+        Monitor([WatchInput(Watch(name="broken", title="t", query="(japan"))])
+    assert info.value.watch == "broken" and info.value.column == 1
+
+
+def test_watch_needs_a_story_or_a_query() -> None:
+    with pytest.raises(ValueError, match="neither a story nor a query"):
+        Monitor([WatchInput(Watch(name="empty", title="t"))])
+
+
+def test_corpus_stats_round_trip_and_bounded() -> None:
+    stats = CorpusStats(size=1 << 12)
+    for i in range(50):
+        stats.add({f"w{i % 7}", "common", f"e:name{i}"})
+    text = stats.to_json()
+    assert len(text) < 4 * (1 << 12)  # compressed, bounded by the table size
+    back = CorpusStats.from_json(text)
+    assert back.n_docs == 50 and back.size == 1 << 12
+    for key in ("common", "w3", "e:name7", "never-seen"):
+        assert back.df(key) == stats.df(key)
+        assert back.idf(key) == stats.idf(key)
+    assert stats.df("common") == 50
+    assert stats.idf("common") < stats.idf("w3") < stats.idf("never-seen")
+    with pytest.raises(ValueError, match="not a CorpusStats document"):
+        CorpusStats.from_json("not json")
+    with pytest.raises(ValueError, match="not a CorpusStats document"):
+        CorpusStats.from_json('{"version": 1, "size": 4096}')
+    with pytest.raises(ValueError, match="version"):
+        CorpusStats.from_json(json.dumps({"version": 9}))
+    with pytest.raises(ValueError, match="power of two"):
+        CorpusStats(size=1000)
+
+
+def test_calibration_is_monotone_and_lands_the_threshold() -> None:
+    raws = [0.0, 0.05, 0.1, 0.21, 0.4, 0.8, 1.0]
+    scores = [calibrate(r) for r in raws]
+    assert scores == sorted(scores)
+    assert scores[0] == 0.0 and scores[-1] == 1.0
+    assert calibrate(uncalibrate(DEFAULT_THRESHOLD)) == pytest.approx(DEFAULT_THRESHOLD)
+
+
+def test_extractor_finds_names_dates_and_numbers() -> None:
+    f = analyse(
+        "Lindsay Lohan Checks Into Betty Ford Center",
+        [
+            "May 03, 2013",
+            "Actress Lindsay Lohan checked into the Betty Ford Center on Thursday for a "
+            "90-day stay, U.S. media said. Lohan was at Betty Ford in 2010.",
+        ],
+    )
+    assert {"Lindsay Lohan", "Betty Ford Center", "U.S."} <= set(f.names)
+    assert "Actress" not in " ".join(f.names)  # a role, not a name
+    assert {"y:2013", "y:2010", "md:5-3", "wd:thursday"} <= f.times
+    assert "n:90" in f.numbers
+    assert "checks" not in f.entities  # a Title Case headline word seen nowhere else as a name
+
+
+def test_index_gives_the_same_matches_as_checking_every_watch() -> None:
+    rng = random.Random(7)
+    vocab = [f"{a}{b}{c}" for a in "bdfgk" for b in "aeiou" for c in "lmnrst"]
+    names = [w.capitalize() for w in vocab[:40]]
+
+    def text(n: int) -> str:
+        out = []
+        for _ in range(n):
+            words = rng.choices(vocab, k=12) + rng.sample(names, 2)
+            rng.shuffle(words)
+            out.append(" ".join(words).capitalize() + ".")
+        return "\n".join(out)
+
+    stories = [entry(f"s{i}", text(6)) for i in range(30)]
+    # A long story has more keys than the index posts: its unposted tail must still count.
+    long_words = " ".join(
+        f"{a}{b}{c}{d}" for a in "ptvkbz" for b in "aio" for c in "nrs" for d in "aeiou"
+    )
+    stories.append(entry("long", stories[0].title + "\n" + text(6) + "\n" + long_words + "."))
+    watches = [WatchInput(Watch(name=f"w{i}", title="t"), s) for i, s in enumerate(stories)]
+    items = [entry(f"i{i}", text(4)) for i in range(60)]
+    items += [entry(f"f{i}", stories[i].title + "\n" + text(2)) for i in range(10)]
+    items.append(entry("flong", "Follow-up\n" + long_words[len(long_words) // 2 :] + "."))
+    seen = [entry(f"b{i}", text(4)) for i in range(100)]
+    results = []
+    for use_index in (True, False):
+        m = Monitor(watches, use_index=use_index)
+        m.observe([*seen, *items])
+        results.append(m.match(items))
+        if use_index:
+            assert m._index.tail[30] > 0.0  # the long story's profile is only partly posted
+    assert results[0] == results[1]
+    assert len(results[0]) >= 10
+    assert any(x.watch == "w30" for x in results[0])  # the long story's watch
+
+
+def test_adaptive_mode_folds_confident_matches_into_the_profile(
+    corpus: tuple[Entry, dict[str, Entry], list[Entry]],
+) -> None:
+    story, items, background = corpus
+    second = entry(
+        "second",
+        "Joint force headquarters: Kihara and Austin set phased timetable\n"
+        "The phased timetable for the joint force headquarters agreed by Minoru Kihara and "
+        "Lloyd Austin starts with a planning cell in Tokyo.",
+    )
+    plain = monitor_for(story, [*background, *items.values(), second])
+    adaptive = monitor_for(story, [*background, *items.values(), second], adaptive=True)
+    plain_ids = [x.entry_id for x in plain.match([items["followup"], second])]
+    adaptive_ids = [x.entry_id for x in adaptive.match([items["followup"], second])]
+    assert adaptive_ids[0] == plain_ids[0] == "followup"
+    assert set(plain_ids) <= set(adaptive_ids)
