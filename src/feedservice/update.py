@@ -15,7 +15,7 @@ import os
 import random
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -186,8 +186,10 @@ def _poll_directory(
         items.append(item)
         item_paths.append(rel)
 
-    entries = normalise_items(
-        items, source=source.name, now=now, permalink_base=_permalink_base(policy, source.name)
+    entries = _stagger_undated(
+        normalise_items(
+            items, source=source.name, now=now, permalink_base=_permalink_base(policy, source.name)
+        )
     )
     by_path = {e.story_path: e for e in entries}
     for rel in item_paths:
@@ -416,6 +418,21 @@ def raw_item_hash(item: RawItem) -> str:
     (which may normalise differently) normalises every item once more."""
     text = f"{__version__}\n{item!r}"
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _stagger_undated(entries: list[Entry]) -> list[Entry]:
+    """Undated stories first seen in one poll get dates a second apart, in file order, so
+    every reader orders them the same way (the W3C validator warns about entries sharing
+    one atom:updated). The store keeps these first-seen dates across restarts."""
+    out: list[Entry] = []
+    step = 0
+    for entry in entries:
+        if not entry.dated:
+            when = entry.published - timedelta(seconds=step)
+            entry = replace(entry, published=when, updated=when)
+            step += 1
+        out.append(entry)
+    return out
 
 
 def _record_failure(
