@@ -5,13 +5,13 @@ email delivery to a real local SMTP server (issue 4)."""
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import json
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-import email.policy
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
