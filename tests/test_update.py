@@ -38,7 +38,7 @@ def make_config(tmp_path: Path, sources: list[Source], **fetch: float) -> Config
             data_dir=tmp_path / "var",
             jitter=0.1,
         ),
-        fetch=FetchConfig(min_interval=60, total_timeout=5, **fetch),  # type: ignore[arg-type]
+        fetch=FetchConfig(**{"min_interval": 60, "total_timeout": 5, **fetch}),  # type: ignore[arg-type]
         sources=tuple(sources),
         feeds=(FeedSpec("all", "All", tuple(s.name for s in sources)),),
     )
