@@ -226,10 +226,30 @@ class App:
         return await self.run_pass(force=force, publish_all=True)
 
     async def dispatch_due(self) -> PassReport:
-        """The scheduler's one job: poll what is due; skip if a pass is still running."""
+        """The scheduler's one job: poll what is due; skip if a pass is still running.
+
+        Never raises: a failing store or an unexpected bug is logged, and the next tick
+        tries again (the daemon must not die on bad input)."""
         if self._lock.locked():
             return PassReport()
-        return await self.run_pass(force=False, publish_all=False)
+        try:
+            report = await self.run_pass(force=False, publish_all=False)
+        except Exception:
+            log.exception("pass failed; trying again at the next tick")
+            return PassReport()
+        if report.new or report.changed or report.failed or report.matches or report.notified:
+            log.info(
+                "polled %d sources: %d new, %d changed, %d failed; %d files written; "
+                "%d matches, %d notifications sent",
+                len(report.polled),
+                report.new,
+                report.changed,
+                len(report.failed),
+                len(report.written),
+                report.matches,
+                report.notified,
+            )
+        return report
 
     async def run_pass(self, *, force: bool, publish_all: bool) -> PassReport:
         async with self._lock:

@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # APScheduler logs every run of the dispatch job at INFO: keep the daemon's log readable
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         config = load_config(resolve_config_path(args.config, os.environ))
         if getattr(args, "listen", None):
