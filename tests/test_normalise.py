@@ -608,3 +608,60 @@ def test_entities_roles_dropped_but_role_words_inside_names_kept() -> None:
         assert name in ents, name
     for role in ("Attorney General", "General", "Deputy", "Vice President", "Foreign"):
         assert role not in ents, role
+
+
+# --- the fast paths give the same answers as the plain rules (bench/normalise.py) -------------
+
+
+def test_each_item_resolves_against_its_own_base_in_turn() -> None:
+    # sanitisers are memoised per base: alternating bases must never leak into each other
+    frag = '<p><a href="x.html">x</a></p>'
+    for _ in range(2):
+        assert 'href="https://a.example/x.html"' in sanitise_html(frag, base="https://a.example/")
+        assert 'href="https://b.example/d/x.html"' in sanitise_html(
+            frag, base="https://b.example/d/"
+        )
+        assert "x.html" not in sanitise_html(frag, base=None)
+        assert "x.html" not in sanitise_html(frag, base="ftp://c.example/")
+
+
+def test_keyword_ties_keep_first_appearance_title_first() -> None:
+    assert extract_keywords("zebra mango zebra apple mango kiwi") == (
+        "zebra", "mango", "apple", "kiwi",
+    )  # fmt: skip
+    # "Apples" and "apple" are one keyword: counts add up across spellings of a word
+    assert extract_keywords("apple pear pear Apples.", title="Kiwi")[:2] == ("kiwi", "apple")
+    assert extract_keywords("kiwi pear", title="pear") == ("pear", "kiwi")
+
+
+def test_entities_rank_by_count_then_first_appearance() -> None:
+    text = "Ayumi Sato met Oslo officials in Lima. Ayumi Sato left Lima for Oslo and Quito."
+    assert extract_entities(text) == ("Ayumi Sato", "Oslo", "Lima", "Quito")
+
+
+def test_entities_ambiguous_surname_is_not_folded() -> None:
+    ents = extract_entities("Taro Hamada met Yasukazu Hamada in Tokyo. Later Hamada left Tokyo.")
+    assert "Hamada" in ents and "Taro Hamada" in ents and "Yasukazu Hamada" in ents
+
+
+def test_entities_acronym_run_and_single_words() -> None:
+    # one-word runs: an acronym opening a sentence counts, a role word never does
+    ents = extract_entities("NATO met in Riga. President spoke. Later the EU and Riga agreed.")
+    assert ents[:2] == ("Riga", "NATO") and "EU" in ents and "President" not in ents
+
+
+def test_dedupe_blocks_trivial_inputs() -> None:
+    assert dedupe_blocks([]) == []
+    assert dedupe_blocks(["only one block of text"]) == [True]
+    assert dedupe_blocks(["", "", "a b"]) == [True, True, True]
+
+
+def test_near_repeat_with_dashes_decided_as_block_similarity_decides() -> None:
+    a = ("The committee met on the harbour front — officials said the talks on the new "
+         "bridge were constructive and would continue next month in the capital city")  # fmt: skip
+    b = a.replace(" — ", "–").replace("constructive", "useful")
+    c = a.replace("harbour front — officials", "harbor front, the officials")
+    for other in (b, c):
+        near = block_similarity(a, other) >= NEAR_DUPLICATE_THRESHOLD
+        assert dedupe_blocks([a, other]) == [True, not near]
+    assert block_similarity(a, c) >= NEAR_DUPLICATE_THRESHOLD  # the fold must hold here

@@ -20,9 +20,15 @@ Pure functions, no I/O, no clock: the caller passes ``now``. What happens to one
 Speed (this runs on every entry from every source): the HTML is sanitised once by nh3 (Rust);
 blocks are split with one regular expression over nh3's well-formed output rather than a DOM
 parse; paragraphs are tokenised for the near-repeat test only when a cheap raw-word test says
-a pair might be one; word folding is memoised. ``bench/normalise.py`` measures it against
-feedparser's sanitiser on the shared real-world feeds (2.4x faster without entities and
-keywords, 1.3x with them); ``analyse=False`` skips entities and keywords.
+a pair might be one; word folding is memoised. nh3 Cleaners are memoised per base (building
+one costs more than cleaning an item). The entity scanner looks only at tokens that do not
+start in lower case, classifies each token once (memoised: the same tokens recur across
+items), and memoises one-word and multi-word name runs; keywords are counted with map/filter/
+Counter in C. Every memo is a bounded ``functools.lru_cache`` over a pure function of its
+arguments: results never depend on what was normalised before. ``bench/normalise.py``
+measures it against feedparser's sanitiser on the shared real-world feeds and on the items
+``bench/poll.py`` serves (numbers in docs/benchmarks.md); ``analyse=False`` skips entities
+and keywords.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress
 from datetime import UTC, datetime
+from itertools import compress
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -379,9 +385,13 @@ def _norm_word(raw: str) -> str:
     return stem(folded)
 
 
-def _norm_tokens(text: str) -> list[str]:
-    """The alphabet in which "small edits" disappear: see :func:`_norm_word`."""
-    return [w for w in map(_norm_word, _raw_words(text)) if w]
+def _norm_words(text: str) -> frozenset[str]:
+    """The alphabet in which "small edits" disappear: see :func:`_norm_word` (the set of a
+    text's folded words; map and frozenset iterate in C, the folding is memoised)."""
+    return frozenset(map(_norm_word, _raw_words(text))) - _NO_WORD
+
+
+_NO_WORD = frozenset({""})
 
 
 class _Signature:
@@ -390,10 +400,10 @@ class _Signature:
 
     __slots__ = ("_names", "numbers", "text", "words")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, words: frozenset[str] | None = None) -> None:
         self.text = text
-        self.words = frozenset(_norm_tokens(text))
-        self.numbers = frozenset(w for w in self.words if w[0].isdigit())
+        self.words = words = _norm_words(text) if words is None else words
+        self.numbers = frozenset(compress(words, map(str.isdigit, map(_FIRST, words))))
         self._names: frozenset[str] | None = None
 
     @property
@@ -473,12 +483,21 @@ def dedupe_blocks(blocks: Sequence[str], kinds: Sequence[str] | None = None) -> 
     (a section heading that repeats a table-of-contents entry is no repeat), and near
     repeats are looked for only among ``"text"`` blocks (prose), not code or tables.
     """
+    return _dedupe(blocks, kinds, collapsed=False)
+
+
+def _dedupe(blocks: Sequence[str], kinds: Sequence[str] | None, *, collapsed: bool) -> list[bool]:
+    """:func:`dedupe_blocks`; ``collapsed``: the blocks' whitespace is collapsed already."""
+    if len(blocks) < 2:
+        return [True] * len(blocks)  # nothing to repeat
     keep: list[bool] = []
     seen_exact: set[tuple[str, str]] = set()
     kept: list[_Kept] = []
+    raws: list[frozenset[str]] = []  # kept[k].raw and its size, for the prefilter in C
+    sizes: list[int] = []
     for pos, text in enumerate(blocks):
         kind = kinds[pos] if kinds is not None else ""
-        exact = (kind, _collapse_ws(text).lower())
+        exact = (kind, (text if collapsed else _collapse_ws(text)).lower())
         if not exact[1]:
             keep.append(True)
             continue
@@ -487,10 +506,12 @@ def dedupe_blocks(blocks: Sequence[str], kinds: Sequence[str] | None = None) -> 
             continue
         if kind in _PROSE_KINDS and exact[1].count(" ") + 1 >= _MIN_WORDS_FOR_NEAR:
             block = _Kept(kind, text, exact[1])
-            if _repeats_any(block, kept):
+            if kept and _repeats_any(block, kept, raws, sizes):
                 keep.append(False)
                 continue
             kept.append(block)
+            raws.append(block.raw)
+            sizes.append(len(block.raw))
         seen_exact.add(exact)
         keep.append(True)
     return keep
@@ -500,18 +521,22 @@ class _Kept:
     """A prose block under comparison: its raw lower-case word set at once, its
     :class:`_Signature` only when a comparison needs it."""
 
-    __slots__ = ("_sig", "kind", "raw", "text")
+    __slots__ = ("_dashes", "_sig", "kind", "raw", "text")
 
     def __init__(self, kind: str, text: str, lowered: str) -> None:
         self.kind = kind
         self.text = text
         self.raw = frozenset(lowered.split())
         self._sig: _Signature | None = None
+        self._dashes = "—" in lowered or "–" in lowered
 
     @property
     def sig(self) -> _Signature:
         if self._sig is None:
-            self._sig = _Signature(self.text)
+            # Without dashes the raw set holds exactly the tokens :func:`_raw_words` gives,
+            # so the folded set is computed from the distinct tokens only.
+            words = None if self._dashes else frozenset(map(_norm_word, self.raw)) - _NO_WORD
+            self._sig = _Signature(self.text, words)
         return self._sig
 
 
@@ -526,19 +551,28 @@ _NEAR_WINDOW = 200
 _RAW_PREFILTER = 0.2
 
 
-def _repeats_any(block: _Kept, kept: list[_Kept]) -> bool:
-    """Is ``block`` a near repeat of a kept block? The cheap tests go first: the kind, the
-    raw word sets (set operations in C), then the sizes of the folded sets (Jaccard >= t needs
-    the smaller to be >= t times the larger), the numbers, the folded Jaccard; the names
-    guard only for a pair that passed them all."""
+def _repeats_any(
+    block: _Kept, kept: list[_Kept], raws: list[frozenset[str]], sizes: list[int]
+) -> bool:
+    """Is ``block`` a near repeat of a kept block? The cheap tests go first: the raw word
+    sets (``raws``/``sizes``: the kept blocks' raw sets and their sizes; intersections and
+    the prefilter's arithmetic run in C over the whole window, since nearly every pair
+    fails it), the kind, then the sizes of the folded sets (Jaccard >= t needs the smaller
+    to be >= t times the larger), the numbers, the folded Jaccard; the names guard only for
+    a pair that passed them all."""
     t = NEAR_DUPLICATE_THRESHOLD
     raw = block.raw
     rsize = len(raw)
-    for other in kept[-_NEAR_WINDOW:]:
+    start = max(0, len(kept) - _NEAR_WINDOW)
+    inters = list(map(len, map(raw.intersection, raws[start:] if start else raws)))
+    # the raw Jaccard prefilter, pair by pair: inter >= p * (|a| + |b| - inter)
+    limits = map(
+        _RAW_PREFILTER.__mul__,
+        map(operator.sub, map(rsize.__add__, sizes[start:] if start else sizes), inters),
+    )
+    for k in compress(range(start, len(kept)), map(operator.ge, inters, limits)):
+        other = kept[k]
         if other.kind != block.kind:
-            continue
-        inter = len(raw & other.raw)
-        if inter < _RAW_PREFILTER * (rsize + len(other.raw) - inter):
             continue
         sig, osig = block.sig, other.sig
         size, osize = len(sig.words), len(osig.words)
@@ -571,7 +605,7 @@ def _dedupe_html(fragment: str) -> tuple[str, list[tuple[str, str]]]:
     units = [i for i, p in enumerate(pieces) if p.unit]
     texts = [_sanitised_text(pieces[i].html) for i in units]
     kinds = [_unit_kind(pieces[i].tag) for i in units]
-    keep_flags = dedupe_blocks(texts, kinds)
+    keep_flags = _dedupe(texts, kinds, collapsed=True)  # _sanitised_text collapses
     dropped = {i for i, k in zip(units, keep_flags, strict=True) if not k}
     kept_units = [
         (pieces[i].tag, t) for i, t, k in zip(units, texts, keep_flags, strict=True) if k and t
@@ -662,34 +696,23 @@ def _keyword_word(raw: str) -> str:
     return _norm_word(word)
 
 
-def _keyword_tokens(text: str) -> list[str]:
-    return [w for w in map(_keyword_word, _raw_words(text)) if w]
-
-
 def extract_keywords(text: str, k: int = 20, *, title: str = "") -> tuple[str, ...]:
     """The ``k`` most frequent content words of ``title`` + ``text`` (lower case, stopwords
     removed, British spelling folded to American, plurals stemmed). Title words count three
     times: a headline names what the story is about. Ties keep first-appearance order."""
-    # Raw tokens are counted first (in C), then each distinct token is mapped to its keyword
-    # form once: a token's first appearance orders its form exactly as counting the forms
-    # one by one would, since a form first appears with the earliest of its tokens.
-    raw: Counter[str] = Counter()
+    # map/filter/Counter iterate in C, and _keyword_word is memoised: no Python-level loop.
+    counts: Counter[str] = Counter()
     if title:
-        raw.update(_raw_words(title) * 3)
-    raw.update(_raw_words(text))
-    counts: dict[str, int] = {}
-    get = counts.get
-    for token, n in raw.items():
-        word = _keyword_word(token)
-        if word:
-            counts[word] = get(word, 0) + n
-    # sorted() is stable: for equal counts the first appearance wins, as with most_common.
-    best = sorted(counts.items(), key=_SECOND, reverse=True)
-    return tuple(word for word, _ in best[:k])
+        counts.update(filter(None, map(_keyword_word, _raw_words(title) * 3)))
+    counts.update(filter(None, map(_keyword_word, _raw_words(text))))
+    # A stable sort (as Counter.most_common, whose heap for k is slower here): for equal
+    # counts the first appearance wins.
+    best = sorted(counts.items(), key=_SECOND, reverse=True)[: max(k, 0)]
+    return tuple(word for word, _ in best)
 
 
-_SECOND = operator.itemgetter(1)
 _FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
 
 
 # --- entities -----------------------------------------------------------------------------------
@@ -756,7 +779,14 @@ _MULTIPLIERS = {"million": "million", "billion": "billion", "trillion": "trillio
                 "bn": "billion", "m": "million"}  # fmt: skip
 
 
-@functools.lru_cache(maxsize=1 << 16)
+# Sizes of the entity scanner's memos (entries): the frequent tokens of news prose fit; all
+# of them full take about 10 MB (tracemalloc), a bound that matters with thousands of
+# sources. Cheap per-token tests are not memoised: on the real-world feeds' large vocabulary
+# a memo that misses costs more than the test (measured; so are numbers and dates).
+_TOKEN_MEMO = 1 << 14
+_WINDOW_MEMO = 1 << 12
+
+
 def _core(word: str) -> str:
     """A whitespace token without surrounding punctuation and possessive: "China’s," -> "China",
     "U.S.," -> "U.S."."""
@@ -780,7 +810,6 @@ def _is_abbreviation(word: str) -> bool:
     return len(letters) >= 2 and all(len(x) == 1 and x.isalpha() for x in letters[:-1])
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _ends_run(word: str) -> bool:
     last = word[-1]
     if last in _RUN_BREAKERS:
@@ -788,7 +817,6 @@ def _ends_run(word: str) -> bool:
     return last == "." and not _is_abbreviation(word.lstrip(_OPENERS))
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _ends_sentence(word: str) -> bool:
     last = word.rstrip("\"”’')»")[-1:]
     return last in ("!", "?", ":") or (last == "." and not _is_abbreviation(word.strip("\"”’')»")))
@@ -830,32 +858,35 @@ def extract_entities(text: str) -> tuple[str, ...]:
 
     # A lone capitalised word opening a sentence ("Buses will ...") counts only when the same
     # word also shows up as a name where capitals are not automatic.
-    if any(e.startswith(_PENDING) for e in found):
-        confirmed = {e for e in found if not e.startswith(_PENDING)}
+    pending = list(map(_IS_PENDING, found))
+    if any(pending):
+        confirmed = set(compress(found, map(operator.not_, pending)))
         found = [
-            e.removeprefix(_PENDING)
-            for e in found
-            if not e.startswith(_PENDING) or e.removeprefix(_PENDING) in confirmed
+            e[1:] if p else e  # (the marker is one character)
+            for e, p in zip(found, pending, strict=True)
+            if not p or e[1:] in confirmed
         ]
 
     # "Hamada" after "Yasukazu Hamada": the surname alone is the same person
+    # (each distinct entity once: the outcome does not depend on repeats or order)
+    counts = Counter(found)  # keys in order of first appearance
     surnames: dict[str, str | None] = {}
-    for e in found:
+    for e in counts:
+        if " " not in e:
+            continue
         parts = e.split()
         if len(parts) >= 2 and parts[-1][:1].isupper() and parts[0] not in _MONTH_NAMES:
             prev = surnames.get(parts[-1], e)
             surnames[parts[-1]] = e if prev == e else None
-    if surnames:
+    if any(surnames.values()):
         found = [(surnames.get(e) or e) if " " not in e else e for e in found]
-
-    counts = Counter(found)
-    first: dict[str, int] = {}
-    for pos, e in enumerate(found):
-        first.setdefault(e, pos)
-    return tuple(sorted(counts, key=lambda e: (-counts[e], first[e])))
+        counts = Counter(found)
+    # most_common() sorts stably: equal counts keep the order of first appearance
+    return tuple(e for e, _ in counts.most_common())
 
 
 _PENDING = "\x00"  # marks a sentence-initial one-word candidate until it is confirmed
+_IS_PENDING = operator.methodcaller("startswith", _PENDING)
 
 
 class _EntityScan:
@@ -870,10 +901,19 @@ class _EntityScan:
     def appears_in_lower_case(self, word: str) -> bool:
         """Does ``word`` (lower case) occur in the text in lower case? Asked only for
         sentence-initial one-word candidates; the token set is built once, on first use."""
+        if word not in self.text:  # a substring search in C; usually settles it
+            return False
         if self._tokens is None:
             self._tokens = frozenset(self.text.split())
         tokens = self._tokens
-        return word in tokens or any(word + end in tokens for end in (",", ".", ";", ":", ")"))
+        return (
+            word in tokens
+            or word + "," in tokens
+            or word + "." in tokens
+            or word + ";" in tokens
+            or word + ":" in tokens
+            or word + ")" in tokens
+        )
 
     def line(self, words: list[str], found: list[str], *, shouting: bool) -> None:
         n = len(words)
@@ -886,28 +926,25 @@ class _EntityScan:
             if i < resume:
                 continue
             word = words[i]
-            core = _core(word)
-            if not core:
+            core, low, kind, ended = _token_kind(word)
+            if kind == _K_NAME:
+                pass
+            elif kind == _K_NUMBER:
+                resume = _number(words, i, core, found)
                 continue
-            first = core[0]
-            if first.isdigit() or first in "$€£¥" or core.startswith("US$"):
-                resume = self._number(words, i, core, found)
-                continue
-            if not first.isupper():
-                continue
-            low = core.lower().rstrip(".")
-            if low in _WEEKDAYS:
+            elif kind == _K_WEEKDAY:
                 found.append(low.capitalize())
                 continue
-            if low in _MONTHS:
-                j = self._date(words, i, low, found)
+            elif kind == _K_MONTH:
+                j = _date(words, i, low, found)
                 if j > i:
                     resume = j
                     continue
+            else:
+                continue
             # a capitalised run
             run = [core]
             j = i + 1
-            ended = _ends_run(word)
             while j < n and not ended:
                 nxt = words[j]
                 if (
@@ -919,10 +956,8 @@ class _EntityScan:
                     run.append(nxt)
                     j += 1
                     continue
-                if not nxt[:1].isupper():
-                    break
-                c = _core(nxt)
-                if not c or c.lower().rstrip(".") in _MONTHS or c.lower() in _WEEKDAYS:
+                c = _run_word(nxt)
+                if not c:
                     break
                 run.append(c)
                 j += 1
@@ -930,161 +965,197 @@ class _EntityScan:
             resume = j
             if shouting:
                 continue
-            if len(run) == 1:  # the common case, :meth:`_names` for one word
-                name = self._single_name(core, low, i == 0 or _ends_sentence(words[i - 1]))
-                if name:
-                    found.append(name)
+            sentence_start = i == 0 or _ends_sentence(words[i - 1])
+            if len(run) > 1:
+                found.extend(_run_names(tuple(run), sentence_start))
                 continue
-            found.extend(self._names(run, i == 0 or _ends_sentence(words[i - 1])))
+            # the common case, one word: a sentence's first word is also dropped when it
+            # appears in lower case in the text (the one rule that needs the text)
+            name = _single_name(core, low, sentence_start)
+            if name and not (sentence_start and self.appears_in_lower_case(low)):
+                found.append(name)
 
-    def _single_name(self, tok: str, low: str, sentence_start: bool) -> str:
-        """:meth:`_names` of a run of one word (``low``: its lower case without a final
-        dot), "" for none: the same rules without the bookkeeping for longer runs."""
-        if sentence_start and (
-            low in STOPWORDS or low in _COMMON_CAPITALISED or self.appears_in_lower_case(low)
-        ):
-            return ""
-        acronym = _is_acronym(tok)
-        if not acronym and (low in STOPWORDS or low in _ROLE_WORDS):
-            return ""
-        if len(tok) < 2:
-            return ""
-        name = ENTITY_ALIASES.get(tok, tok)
-        return _PENDING + name if sentence_start and not acronym else name
 
-    def _names(self, run: list[str], sentence_start: bool) -> list[str]:
-        """Names in one capitalised run: split at roles and titles (dropped, together with an
-        "of <Portfolio>" after them) and at capitalised function words ("... the U.S. The
-        talks"); a sentence's first word is dropped when it is a common word or also appears
-        in lower case in the text."""
-        out: list[str] = []
-        segment: list[str] = []
-
-        def close() -> None:
-            while segment and segment[-1] in _NAME_CONNECTORS:
-                segment.pop()
-            if segment:
-                out.append(ENTITY_ALIASES.get(" ".join(segment), " ".join(segment)))
-            segment.clear()
-
-        lows = [t.lower().rstrip(".") for t in run]
-        k = 0
-        while k < len(run):
-            tok = run[k]
-            low = lows[k]
-            k += 1
-            if tok in _NAME_CONNECTORS:
-                if segment:
-                    segment.append(tok)
-                continue
-            if (
-                k == 1
-                and sentence_start
-                and (
-                    low in STOPWORDS
-                    or low in _COMMON_CAPITALISED
-                    or (len(run) == 1 and self.appears_in_lower_case(low))
-                )
-            ):
-                continue
-            acronym = _is_acronym(tok)
-            if low in STOPWORDS and not acronym:
-                close()
-                continue
-            if not acronym and (
-                low in _ROLE_WORDS or (low in _ROLE_QUALIFIERS and _next_to_role(lows, k - 1))
-            ):
-                close()
-                if k < len(run) and run[k] in ("of", "for"):
-                    k += 2  # "Secretary of Defense": the portfolio goes with the role
-                continue
-            if len(tok) < 2:
-                close()
-                continue
-            if k == 1 and sentence_start and len(run) == 1 and not acronym:
-                out.append(_PENDING + ENTITY_ALIASES.get(tok, tok))
-                continue
-            segment.append(tok)
-        close()
-        return out
-
-    def _date(self, words: list[str], i: int, month: str, found: list[str]) -> int:
-        """A date starting with a month name at ``words[i]``; returns the next index (``i``
-        when this is no date, e.g. "May" the name)."""
-        name = _MONTH_NAMES[_MONTHS[month] - 1]
-        n = len(words)
-        if i + 1 < n and not _ends_run(words[i]):
-            nxt = words[i + 1]
-            day = nxt.strip(_STRIP)
-            for suffix in ("st", "nd", "rd", "th"):
-                day = day.removesuffix(suffix)
-            if day.isdigit() and 1 <= int(day) <= 31 and len(day) <= 2:
-                year = _year(words[i + 2]) if i + 2 < n and nxt.endswith(",") else None
-                if year is None and i + 2 < n and not _ends_run(nxt):
-                    year = _year(words[i + 2])
-                found.append(f"{name} {int(day)}" + (f", {year}" if year else ""))
-                return i + 3 if year else i + 2
-            year = _year(nxt)
-            if year:
-                found.append(f"{name} {year}")
-                return i + 2
-        if month != "may" and len(month) > 3:
-            found.append(name)
-            return i + 1
-        return i
-
-    def _number(self, words: list[str], i: int, core: str, found: list[str]) -> int:
-        m = _NUM_TOKEN_RE.fullmatch(core)
-        if m is None:  # "3D", "2024-25", "F-16": not a number we read
-            return i + 1
-        currency, number, suffix = m.group(1), m.group(2).replace(",", ""), m.group(3)
-        n = len(words)
-        nxt_core = ""
-        if i + 1 < n and not _ends_run(words[i]):
-            nxt_core = words[i + 1].strip(_STRIP)
-        nxt = nxt_core.lower()
-        if currency:
-            mult = _MULTIPLIERS.get((suffix or "").lower())
-            used = 1
-            if mult is None and nxt in _MULTIPLIERS:
-                mult, used = _MULTIPLIERS[nxt], 2
-            found.append(f"{_CURRENCY[currency]}{number}" + (f" {mult}" if mult else ""))
-            return i + used
-        if suffix == "%":
-            found.append(f"{number}%")
-            return i + 1
-        if suffix:
-            unit = _UNITS.get(suffix.lower())
-            if unit:
-                found.append(f"{number} {unit}")
-            elif suffix.lower() in ("st", "nd", "rd", "th") and nxt.rstrip(".") in _MONTHS:
-                return self._day_month(words, i, number, nxt.rstrip("."), found)
-            return i + 1
-        if nxt in ("percent", "pc") or (
-            nxt == "per" and i + 2 < n and words[i + 2].strip(_STRIP).lower() == "cent"
-        ):
-            found.append(f"{number}%")
-            return i + (3 if nxt == "per" else 2)
-        if nxt in _UNITS:
-            found.append(f"{number} {_UNITS[nxt]}")
+def _date(words: Sequence[str], i: int, month: str, found: list[str]) -> int:
+    """A date starting with a month name at ``words[i]``; returns the next index (``i``
+    when this is no date, e.g. "May" the name)."""
+    name = _MONTH_NAMES[_MONTHS[month] - 1]
+    n = len(words)
+    if i + 1 < n and not _ends_run(words[i]):
+        nxt = words[i + 1]
+        day = nxt.strip(_STRIP)
+        for suffix in ("st", "nd", "rd", "th"):
+            day = day.removesuffix(suffix)
+        if day.isdigit() and 1 <= int(day) <= 31 and len(day) <= 2:
+            year = _year(words[i + 2]) if i + 2 < n and nxt.endswith(",") else None
+            if year is None and i + 2 < n and not _ends_run(nxt):
+                year = _year(words[i + 2])
+            found.append(f"{name} {int(day)}" + (f", {year}" if year else ""))
+            return i + 3 if year else i + 2
+        year = _year(nxt)
+        if year:
+            found.append(f"{name} {year}")
             return i + 2
-        if nxt_core[:1].isupper() and nxt.rstrip(".") in _MONTHS and number.isdigit():
-            return self._day_month(words, i, number, nxt.rstrip("."), found)
-        if len(number.replace(".", "")) >= 2:  # single digits say too little
-            found.append(number)
+    if month != "may" and len(month) > 3:
+        found.append(name)
         return i + 1
+    return i
 
-    def _day_month(self, words: list[str], i: int, day: str, month: str, found: list[str]) -> int:
-        """ "3 March", "3 March 2024" -> "March 3", "March 3, 2024"."""
-        name = _MONTH_NAMES[_MONTHS[month] - 1]
-        if not day.isdigit() or not 1 <= int(day) <= 31:
-            found.append(name)
-            return i + 2
-        year = None
-        if i + 2 < len(words) and not _ends_run(words[i + 1]):
-            year = _year(words[i + 2])
-        found.append(f"{name} {int(day)}" + (f", {year}" if year else ""))
-        return i + 3 if year else i + 2
+
+def _number(words: Sequence[str], i: int, core: str, found: list[str]) -> int:
+    m = _NUM_TOKEN_RE.fullmatch(core)
+    if m is None:  # "3D", "2024-25", "F-16": not a number we read
+        return i + 1
+    currency, number, suffix = m.group(1), m.group(2).replace(",", ""), m.group(3)
+    n = len(words)
+    nxt_core = ""
+    if i + 1 < n and not _ends_run(words[i]):
+        nxt_core = words[i + 1].strip(_STRIP)
+    nxt = nxt_core.lower()
+    if currency:
+        mult = _MULTIPLIERS.get((suffix or "").lower())
+        used = 1
+        if mult is None and nxt in _MULTIPLIERS:
+            mult, used = _MULTIPLIERS[nxt], 2
+        found.append(f"{_CURRENCY[currency]}{number}" + (f" {mult}" if mult else ""))
+        return i + used
+    if suffix == "%":
+        found.append(f"{number}%")
+        return i + 1
+    if suffix:
+        unit = _UNITS.get(suffix.lower())
+        if unit:
+            found.append(f"{number} {unit}")
+        elif suffix.lower() in ("st", "nd", "rd", "th") and nxt.rstrip(".") in _MONTHS:
+            return _day_month(words, i, number, nxt.rstrip("."), found)
+        return i + 1
+    if nxt in ("percent", "pc") or (
+        nxt == "per" and i + 2 < n and words[i + 2].strip(_STRIP).lower() == "cent"
+    ):
+        found.append(f"{number}%")
+        return i + (3 if nxt == "per" else 2)
+    if nxt in _UNITS:
+        found.append(f"{number} {_UNITS[nxt]}")
+        return i + 2
+    if nxt_core[:1].isupper() and nxt.rstrip(".") in _MONTHS and number.isdigit():
+        return _day_month(words, i, number, nxt.rstrip("."), found)
+    if len(number.replace(".", "")) >= 2:  # single digits say too little
+        found.append(number)
+    return i + 1
+
+
+def _day_month(words: Sequence[str], i: int, day: str, month: str, found: list[str]) -> int:
+    """ "3 March", "3 March 2024" -> "March 3", "March 3, 2024"."""
+    name = _MONTH_NAMES[_MONTHS[month] - 1]
+    if not day.isdigit() or not 1 <= int(day) <= 31:
+        found.append(name)
+        return i + 2
+    year = None
+    if i + 2 < len(words) and not _ends_run(words[i + 1]):
+        year = _year(words[i + 2])
+    found.append(f"{name} {int(day)}" + (f", {year}" if year else ""))
+    return i + 3 if year else i + 2
+
+
+_K_SKIP, _K_NUMBER, _K_NAME, _K_WEEKDAY, _K_MONTH = range(5)
+
+
+# Memos, not state: pure functions of one token, asked for the same tokens again and again.
+@functools.lru_cache(maxsize=_TOKEN_MEMO)
+def _token_kind(word: str) -> tuple[str, str, int, bool]:
+    """What a whitespace token may start for :meth:`_EntityScan.line`: (its core, its lower
+    case without a final dot, its kind, whether a capitalised run ends with it)."""
+    core = _core(word)
+    if not core:
+        return core, "", _K_SKIP, True
+    first = core[0]
+    if first.isdigit() or first in "$€£¥" or core.startswith("US$"):
+        return core, "", _K_NUMBER, True
+    if not first.isupper():
+        return core, "", _K_SKIP, True
+    low = core.lower().rstrip(".")
+    if low in _WEEKDAYS:
+        return core, low, _K_WEEKDAY, True
+    if low in _MONTHS:
+        return core, low, _K_MONTH, _ends_run(word)
+    return core, low, _K_NAME, _ends_run(word)
+
+
+@functools.lru_cache(maxsize=_TOKEN_MEMO)
+def _single_name(tok: str, low: str, sentence_start: bool) -> str:
+    """:func:`_run_names` of a run of one word (``low``: its lower case without a final dot),
+    "" for none; the caller adds the rule that needs the text (see :meth:`_EntityScan.line`)."""
+    if sentence_start and (low in STOPWORDS or low in _COMMON_CAPITALISED):
+        return ""
+    acronym = _is_acronym(tok)
+    if not acronym and (low in STOPWORDS or low in _ROLE_WORDS):
+        return ""
+    if len(tok) < 2:
+        return ""
+    name = ENTITY_ALIASES.get(tok, tok)
+    return _PENDING + name if sentence_start and not acronym else name
+
+
+@functools.lru_cache(maxsize=_TOKEN_MEMO)
+def _run_word(word: str) -> str:
+    """The core of a token that continues a capitalised run, "" when the run ends before it."""
+    if not word[:1].isupper():
+        return ""
+    c = _core(word)
+    if not c or c.lower().rstrip(".") in _MONTHS or c.lower() in _WEEKDAYS:
+        return ""
+    return c
+
+
+@functools.lru_cache(maxsize=_WINDOW_MEMO)
+def _run_names(run: tuple[str, ...], sentence_start: bool) -> tuple[str, ...]:
+    """Names in one capitalised run: split at roles and titles (dropped, together with an
+    "of <Portfolio>" after them) and at capitalised function words ("... the U.S. The
+    talks"); a sentence's first word is dropped when it is a common word. For runs of two
+    words or more: a run of one (:meth:`_EntityScan._single_name`) also needs the text. A
+    pure function of its arguments, so memoised: the same names recur across items."""
+    out: list[str] = []
+    segment: list[str] = []
+
+    def close() -> None:
+        while segment and segment[-1] in _NAME_CONNECTORS:
+            segment.pop()
+        if segment:
+            out.append(ENTITY_ALIASES.get(" ".join(segment), " ".join(segment)))
+        segment.clear()
+
+    lows = [t.lower().rstrip(".") for t in run]
+    k = 0
+    while k < len(run):
+        tok = run[k]
+        low = lows[k]
+        k += 1
+        if tok in _NAME_CONNECTORS:
+            if segment:
+                segment.append(tok)
+            continue
+        if k == 1 and sentence_start and (low in STOPWORDS or low in _COMMON_CAPITALISED):
+            continue
+        acronym = _is_acronym(tok)
+        if low in STOPWORDS and not acronym:
+            close()
+            continue
+        if not acronym and (
+            low in _ROLE_WORDS or (low in _ROLE_QUALIFIERS and _next_to_role(lows, k - 1))
+        ):
+            close()
+            if k < len(run) and run[k] in ("of", "for"):
+                k += 2  # "Secretary of Defense": the portfolio goes with the role
+            continue
+        if len(tok) < 2:
+            close()
+            continue
+        if k == 1 and sentence_start and len(run) == 1 and not acronym:
+            out.append(_PENDING + ENTITY_ALIASES.get(tok, tok))
+            continue
+        segment.append(tok)
+    close()
+    return tuple(out)
 
 
 def _next_to_role(lows: list[str], k: int) -> bool:
@@ -1101,7 +1172,6 @@ def _next_to_role(lows: list[str], k: int) -> bool:
     return j >= 0 and lows[j] in _ROLE_WORDS
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _is_acronym(word: str) -> bool:
     letters = word.replace(".", "").replace("&", "")
     return len(letters) >= 2 and letters.isupper() and letters.isalpha()
