@@ -265,6 +265,9 @@ class App:
             reports = await self.poll_many(names, state)
             self._flush(state, final=True, publish_all=publish_all)
             self._end_monitor_pass(state)
+            # poll records are buffered for speed; a pass ends with them on disk, where
+            # `feedservice status` in another process reads them
+            self.store.flush()
             notified = await self.deliver_notifications()
             return PassReport(
                 polled=tuple(reports),
