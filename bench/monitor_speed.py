@@ -11,12 +11,14 @@ sentences of a JSONL corpus such as ECB+ (a much denser worst case: 1,000 storie
 and 4 sentences. The stored items are observed first (corpus statistics); then batches of new
 items are observed and matched, as the app does after a poll. It prints the median items/s of
 the batches and, in the same process, the same batches matched by checking every watch (no
-index) as the baseline, with the ratio.
+index) as the baseline, with the ratio. Every monitor starts from the same pool of recent
+items (the last 20,000 stored items), so each new item's neighbours are searched for there.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import statistics
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from feedservice.model import Entry, Watch
 from feedservice.monitor import CorpusStats, Monitor, WatchInput
+from feedservice.monitor.neighbours import RecentItems
 
 _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
@@ -112,14 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i in range(args.watches)
     ]
     stats = CorpusStats()
+    recent = RecentItems()
     t0 = time.perf_counter()
-    observer = Monitor([], stats=stats)
+    observer = Monitor([], stats=stats, pool=recent)
     chunk = 5000
     for start in range(0, args.stored, chunk):
         observer.observe(
             [make_entry(rng, pool, i, 4) for i in range(start, min(args.stored, start + chunk))]
         )
-    print(f"observed {args.stored} stored items in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"observed {args.stored} stored items in {time.perf_counter() - t0:.1f} s "
+        f"(pool of recent items: {len(recent)})"
+    )
 
     # 5% of new items follow up a watched story, the rest are unrelated news.
     batches = [
@@ -138,7 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     snapshot = stats.to_json()
 
     def run(use_index: bool, n_batches: int) -> tuple[float, int]:
-        monitor = Monitor(watches, stats=CorpusStats.from_json(snapshot), use_index=use_index)
+        monitor = Monitor(
+            watches,
+            stats=CorpusStats.from_json(snapshot),
+            pool=copy.deepcopy(recent),
+            use_index=use_index,
+        )
         monitor.match([])  # builds the profiles and the index (startup, not per item)
         rates = []
         n_matches = 0
@@ -150,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return statistics.median(rates), n_matches
 
     t0 = time.perf_counter()
-    Monitor(watches, stats=CorpusStats.from_json(snapshot)).match([])
+    Monitor(watches, stats=CorpusStats.from_json(snapshot), pool=copy.deepcopy(recent)).match([])
     print(f"startup: {len(watches)} watch profiles and index in {time.perf_counter() - t0:.2f} s")
     rate, n_matches = run(True, args.batches)
     n_base = max(3, args.batches // 4)

@@ -1,19 +1,25 @@
-"""Relatedness quality on a labelled news corpus (issue 4 item 6).
+"""Relatedness quality on a labelled news corpus, through the app (issue 4 item 6).
 
-Usage: python bench/related.py CORPUS.jsonl [--threshold X] [--cv] [--adaptive]
+Usage: python bench/related.py CORPUS.jsonl [--order string|numeric] [--cv] [--direct]
 
 CORPUS.jsonl holds one document per line with ``doc_id``, ``topic``, ``event_cluster`` and
 ``sentences`` (the ECB+ conversion in the shared data folder). Protocol: for each event cluster
-its first document by ``doc_id`` in plain lexicographic string order is the watch's story; every
-other document of the file is a candidate item (title = first sentence, one paragraph per
-further sentence; arrival order = file order); positive = same event cluster; hard negative =
-same topic, other event cluster; hard-negative FP rate = flagged hard negatives / all hard
-negatives. It prints precision, recall, F1 and that rate for the monitor at its default
-threshold, next to plain TF-IDF cosine at ITS best threshold on the same data, and items/s.
-``--cv`` adds two-fold cross-validation across topics (fit the threshold on odd topics, test on
-even ones, and the reverse) for both methods.
+its first document by ``doc_id`` is the watch's story (``--order string``: plain lexicographic
+order, the default, "1_10ecb" < "1_2ecb"; ``--order numeric``: by topic number, then the rest of
+the id, then the document number); every other document (not a story) is a candidate item;
+positive = same event cluster; hard negative = same topic, other event cluster; hard-negative
+FP rate = flagged hard negatives / all hard negatives.
 
-The core is :func:`evaluate`, which the app-level harness can reuse.
+The headline runs the app as a user would: in a temporary folder it writes one story file per
+cluster (``.txt``: the first sentence is the title line, then one paragraph per further
+sentence), one local JSON Feed holding every candidate (title = first sentence, content = the
+other sentences as ``<p>`` paragraphs, id = doc_id, url = https://corpus.example/<doc_id>, in
+file order), a YAML config with that feed as the one source and one watch per cluster (default
+threshold), runs ``App.run_once`` and reads what was PUBLISHED in each watch's JSON Feed (item
+``url`` -> doc_id). Next to it: plain TF-IDF cosine at ITS best threshold on the same pairs, and
+items/s. ``--cv`` reports the default threshold per held-out fold (odd/even topics and leave one
+topic out; nothing is tuned). ``--direct`` also runs :func:`evaluate` (the Monitor in process,
+no app), which is what the unit test uses.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,23 +66,34 @@ def to_entry(doc: Doc, source: str = "wire") -> Entry:
     )
 
 
-def stories_of(docs: Sequence[Doc]) -> dict[str, Doc]:
-    """event cluster -> its story: the first document by doc_id, lexicographic string order."""
+def _numeric_key(doc: Doc) -> tuple[int, str, int]:
+    m = re.match(r"(\d+)_(\d+)(\D.*)$", str(doc["doc_id"]))
+    return (int(m.group(1)), m.group(3), int(m.group(2))) if m else (0, str(doc["doc_id"]), 0)
+
+
+def stories_of(docs: Sequence[Doc], order: str = "string") -> dict[str, Doc]:
+    """event cluster -> its story: the first document by doc_id (``order``: string|numeric)."""
+    key: Callable[[Doc], Any] = (lambda d: str(d["doc_id"])) if order == "string" else _numeric_key
     out: dict[str, Doc] = {}
-    for doc in sorted(docs, key=lambda d: str(d["doc_id"])):
+    for doc in sorted(docs, key=key):
         out.setdefault(str(doc["event_cluster"]), doc)
     return out
+
+
+def candidates_of(docs: Sequence[Doc], order: str = "string") -> list[Doc]:
+    """Every document that is not a watch's story, in file order (the items that arrive)."""
+    story_ids = {str(s["doc_id"]) for s in stories_of(docs, order).values()}
+    return [d for d in docs if str(d["doc_id"]) not in story_ids]
 
 
 Pair = tuple[str, str, bool, bool, int]  # cluster, doc_id, positive, hard negative, story topic
 
 
-def pairs_of(docs: Sequence[Doc]) -> list[Pair]:
+def pairs_of(docs: Sequence[Doc], order: str = "string") -> list[Pair]:
     out: list[Pair] = []
-    for cluster, story in stories_of(docs).items():
-        for doc in docs:
-            if doc["doc_id"] == story["doc_id"]:
-                continue
+    items = candidates_of(docs, order)
+    for cluster, story in stories_of(docs, order).items():
+        for doc in items:
             positive = doc["event_cluster"] == cluster
             hard = not positive and doc["topic"] == story["topic"]
             out.append((cluster, str(doc["doc_id"]), positive, hard, int(story["topic"])))
@@ -110,21 +127,21 @@ def _all(_: int) -> bool:
 
 
 def run_monitor(
-    docs: Sequence[Doc], threshold: float | None = None, *, adaptive: bool = False
+    docs: Sequence[Doc], threshold: float | None = None, order: str = "string"
 ) -> tuple[set[tuple[str, str]], float, int]:
-    """Flagged (cluster, doc_id) pairs, seconds spent in match(), items matched."""
-    entries = [to_entry(d) for d in docs]
-    by_id = {e.id: e for e in entries}
+    """The Monitor in process: flagged (cluster, doc_id) pairs, seconds in observe() and
+    match(), items matched."""
+    entries = [to_entry(d) for d in candidates_of(docs, order)]
     watches = [
         WatchInput(
             Watch(name=cluster, title=cluster, threshold=threshold),
-            by_id[str(story["doc_id"])],
+            to_entry(story, source="story"),
         )
-        for cluster, story in stories_of(docs).items()
+        for cluster, story in stories_of(docs, order).items()
     ]
-    monitor = Monitor(watches, stats=CorpusStats(), adaptive=adaptive)
-    monitor.observe(entries)
+    monitor = Monitor(watches, stats=CorpusStats())
     t0 = time.perf_counter()
+    monitor.observe(entries)
     matches = monitor.match(entries)
     elapsed = time.perf_counter() - t0
     flagged = set()
@@ -135,11 +152,11 @@ def run_monitor(
 
 
 def evaluate(
-    docs: Sequence[Doc], threshold: float | None = None, *, adaptive: bool = False
+    docs: Sequence[Doc], threshold: float | None = None, order: str = "string"
 ) -> dict[str, float]:
-    """The monitor's precision, recall, F1, hard-negative FP rate and items/s on ``docs``."""
-    flagged, elapsed, n = run_monitor(docs, threshold, adaptive=adaptive)
-    result = metrics(pairs_of(docs), lambda c, d: (c, d) in flagged, _all)
+    """The Monitor's (in process) precision, recall, F1, hard-negative FP rate and items/s."""
+    flagged, elapsed, n = run_monitor(docs, threshold, order)
+    result = metrics(pairs_of(docs, order), lambda c, d: (c, d) in flagged, _all)
     result["items_per_s"] = n / elapsed if elapsed > 0 else math.inf
     result["threshold"] = DEFAULT_THRESHOLD if threshold is None else threshold
     return result
@@ -150,7 +167,7 @@ def evaluate(
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def tfidf_scores(docs: Sequence[Doc]) -> dict[tuple[str, str], float]:
+def tfidf_scores(docs: Sequence[Doc], order: str = "string") -> dict[tuple[str, str], float]:
     """Cosine of sublinear-tf x idf vectors over lower-cased words minus stopwords."""
     bags = {
         str(d["doc_id"]): Counter(
@@ -168,7 +185,7 @@ def tfidf_scores(docs: Sequence[Doc]) -> dict[tuple[str, str], float]:
         norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
         vecs[doc_id] = {w: x / norm for w, x in v.items()}
     out = {}
-    for cluster, story in stories_of(docs).items():
+    for cluster, story in stories_of(docs, order).items():
         sv = vecs[str(story["doc_id"])]
         for doc_id, v in vecs.items():
             out[(cluster, doc_id)] = sum(x * v.get(w, 0.0) for w, x in sv.items())
@@ -202,58 +219,165 @@ def _above(scores: dict[tuple[str, str], float], t: float) -> Callable[[str, str
     return lambda c, d: scores[(c, d)] >= t
 
 
-def cross_validate(docs: Sequence[Doc], *, adaptive: bool = False) -> None:
-    """Two-fold CV across topics: fit the threshold on one parity, report on the other."""
-    pairs = pairs_of(docs)
-    grid = [round(0.30 + 0.02 * i, 2) for i in range(21)]
-    runs = {t: run_monitor(docs, t, adaptive=adaptive)[0] for t in grid}
+# --- through the app ------------------------------------------------------------------------
 
-    def parity(p: int) -> Callable[[int], bool]:
-        return lambda t: t % 2 == p
+CORPUS_URL = "https://corpus.example/"
 
-    base = tfidf_scores(docs)
-    for fit, test, name in ((1, 0, "fit odd -> test even"), (0, 1, "fit even -> test odd")):
-        scored = [(metrics(pairs, _member(runs[t]), parity(fit))["f1"], t) for t in grid]
-        t_best = max(scored)[1]
-        m = metrics(pairs, _member(runs[t_best]), parity(test))
-        bt, _ = best_threshold(pairs, base, parity(fit))
-        bm = metrics(pairs, _above(base, bt), parity(test))
-        print(f"  CV {name}: monitor thr {t_best:.2f}: {_fmt(m)}")
-        print(f"  CV {name}: tf-idf  thr {bt:.3f}: {_fmt(bm)}")
-    default = _member(runs[round(DEFAULT_THRESHOLD, 2)])
-    m = metrics(pairs, default, parity(0))
-    print(f"  default threshold on even topics: {_fmt(m)}")
-    m = metrics(pairs, default, parity(1))
-    print(f"  default threshold on odd topics:  {_fmt(m)}")
+
+def _slug(cluster: str) -> str:
+    return "w-" + re.sub(r"[^a-z0-9_-]+", "-", cluster.lower())
+
+
+def write_site(docs: Sequence[Doc], root: Path, order: str = "string") -> Path:
+    """Story files, one JSON Feed of candidates and a config under ``root``; the config path."""
+    (root / "stories").mkdir(parents=True)
+    watches = []
+    for cluster, story in stories_of(docs, order).items():
+        sentences = [s for s in story["sentences"] if s.strip()] or [str(story["doc_id"])]
+        name = _slug(cluster)
+        (root / "stories" / f"{name}.txt").write_text(
+            "\n\n".join(sentences) + "\n", encoding="utf-8"
+        )
+        watches.append(
+            f"  - name: {name}\n    title: {json.dumps(cluster)}\n"
+            f"    story: stories/{name}.txt\n    sources: [corpus]\n    limit: 100000\n"
+        )
+    items = []
+    for i, doc in enumerate(candidates_of(docs, order)):
+        sentences = [s for s in doc["sentences"] if s.strip()] or [str(doc["doc_id"])]
+        items.append(
+            {
+                "id": str(doc["doc_id"]),
+                "url": CORPUS_URL + str(doc["doc_id"]),
+                "title": sentences[0],
+                "content_html": "".join(f"<p>{html.escape(s)}</p>" for s in sentences[1:])
+                or f"<p>{html.escape(sentences[0])}</p>",
+                "date_published": (_EPOCH + timedelta(minutes=i)).isoformat(),
+            }
+        )
+    feed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Corpus",
+        "home_page_url": CORPUS_URL,
+        "items": items,
+    }
+    (root / "corpus.json").write_text(json.dumps(feed), encoding="utf-8")
+    config = root / "feedservice.yaml"
+    config.write_text(
+        "service:\n  feeds_dir: feeds\n  data_dir: var\n"
+        "sources:\n  - name: corpus\n    url: corpus.json\n    interval: 1h\n"
+        "watches:\n" + "".join(watches),
+        encoding="utf-8",
+    )
+    return config
+
+
+def run_app(docs: Sequence[Doc], order: str = "string") -> tuple[set[tuple[str, str]], float, int]:
+    """Through the app: flagged (cluster, doc_id) pairs read from the published watch feeds,
+    seconds of the pass, items polled."""
+    import asyncio
+    import tempfile
+
+    from feedservice.app import App
+    from feedservice.config import load_config
+
+    clusters = {_slug(c): c for c in stories_of(docs, order)}
+    with tempfile.TemporaryDirectory(prefix="related-") as tmp:
+        root = Path(tmp)
+        config = load_config(write_site(docs, root, order))
+
+        async def once() -> float:
+            async with App(config) as app:
+                t0 = time.perf_counter()
+                report = await app.run_once()
+                elapsed = time.perf_counter() - t0
+            if report.errors:
+                raise SystemExit(f"the app reported errors: {report.errors}")
+            return elapsed
+
+        elapsed = asyncio.run(once())
+        flagged: set[tuple[str, str]] = set()
+        for name, cluster in clusters.items():
+            feed = json.loads((root / "feeds" / f"{name}.json").read_text(encoding="utf-8"))
+            for item in feed["items"]:
+                urls = [item.get("url", "")]
+                urls += [a.get("url", "") for a in item.get("_feedservice", {}).get("also", [])]
+                for url in urls:
+                    if url.startswith(CORPUS_URL):
+                        flagged.add((cluster, url.removeprefix(CORPUS_URL)))
+    return flagged, elapsed, len(candidates_of(docs, order))
+
+
+def _topic_folds(pairs: Sequence[Pair]) -> dict[str, list[set[int]]]:
+    topics = sorted({p[4] for p in pairs})
+    return {
+        "odd/even topics": [{t for t in topics if t % 2 == 1}, {t for t in topics if t % 2 == 0}],
+        "leave one topic out": [{t} for t in topics],
+    }
+
+
+def cross_validate(
+    pairs: Sequence[Pair],
+    flagged: set[tuple[str, str]],
+    baseline: dict[tuple[str, str], float],
+) -> None:
+    """Held-out folds of topics. The monitor uses its default threshold everywhere (nothing is
+    fitted); the TF-IDF baseline fits its threshold on the other topics of each fold."""
+    for name, folds in _topic_folds(pairs).items():
+        base_flags: set[tuple[str, str]] = set()
+        per_fold = []
+        for test in folds:
+            t, _ = best_threshold(pairs, baseline, lambda topic, test=test: topic not in test)
+            base_flags |= {
+                (p[0], p[1]) for p in pairs if p[4] in test and baseline[(p[0], p[1])] >= t
+            }
+            per_fold.append(
+                metrics(pairs, _member(flagged), lambda topic, test=test: topic in test)["f1"]
+            )
+        m = metrics(pairs, _member(flagged), _all)
+        b = metrics(pairs, _member(base_flags), _all)
+        print(
+            f"  CV {name}: monitor (default, pooled): {_fmt(m)}; fold F1 "
+            f"{min(per_fold):.3f}..{max(per_fold):.3f}"
+        )
+        print(f"  CV {name}: tf-idf (threshold fitted on the other topics): {_fmt(b)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("corpus", type=Path)
-    ap.add_argument("--threshold", type=float, default=None)
-    ap.add_argument("--cv", action="store_true", help="two-fold cross-validation across topics")
-    ap.add_argument("--adaptive", action="store_true", help="TDT-style profile folding")
+    ap.add_argument("--order", choices=("string", "numeric"), default="string")
+    ap.add_argument("--cv", action="store_true", help="held-out topic folds, default threshold")
+    ap.add_argument("--direct", action="store_true", help="also the Monitor in process")
     args = ap.parse_args(argv)
     docs = load(args.corpus)
-    pairs = pairs_of(docs)
+    order = args.order
+    pairs = pairs_of(docs, order)
     n_pos = sum(p[2] for p in pairs)
     n_hard = sum(p[3] for p in pairs)
     print(
-        f"{args.corpus.name}: {len(docs)} documents, {len(stories_of(docs))} watches, "
-        f"{len(pairs)} pairs ({n_pos} positive, {n_hard} hard negative)"
+        f"{args.corpus.name}: {len(docs)} documents, {len(stories_of(docs, order))} watches "
+        f"(story = first doc_id, {order} order), {len(pairs) // len(stories_of(docs, order))} "
+        f"items, {len(pairs)} pairs ({n_pos} positive, {n_hard} hard negative)"
     )
-    res = evaluate(docs, args.threshold, adaptive=args.adaptive)
-    print(f"monitor  (threshold {res['threshold']:.2f}): {_fmt(res)}")
-    base = tfidf_scores(docs)
+    flagged, elapsed, n = run_app(docs, order)
+    res = metrics(pairs, _member(flagged), _all)
+    print(f"app, published (default threshold {DEFAULT_THRESHOLD:.2f}): {_fmt(res)}")
+    base = tfidf_scores(docs, order)
     t, bm = best_threshold(pairs, base, _all)
-    print(f"tf-idf   (best threshold {t:.3f}): {_fmt(bm)}")
-    times = sorted(evaluate(docs, args.threshold)["items_per_s"] for _ in range(3))
+    print(f"tf-idf cosine (its best threshold {t:.3f}):       {_fmt(bm)}")
     print(
-        f"speed: {times[1]:.0f} items/s matched against {len(stories_of(docs))} watches "
-        "(median of 3)"
+        f"app pass: {n} items polled, parsed, stored, matched against "
+        f"{len(stories_of(docs, order))} watches and published in {elapsed:.2f} s "
+        f"({n / elapsed:.0f} items/s end to end)"
     )
+    if args.direct:
+        res_d = evaluate(docs, None, order)
+        times = sorted(evaluate(docs, None, order)["items_per_s"] for _ in range(3))
+        print(f"monitor in process:                           {_fmt(res_d)}")
+        print(f"monitor in process: {times[1]:.0f} items/s observed + matched (median of 3)")
     if args.cv:
-        cross_validate(docs, adaptive=args.adaptive)
+        cross_validate(pairs, flagged, base)
     return 0
 
 

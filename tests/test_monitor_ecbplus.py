@@ -1,8 +1,10 @@
 """Relatedness quality on the ECB+ dev file (issue 4 "Done when"), through bench/related.py.
 
 Protocol (bench/related.py): per event cluster the first document by doc_id in lexicographic
-string order is the story; every other document is a candidate; positives share the event
-cluster; hard negatives share the topic only.
+string order is the story; every document that is not a story is a candidate; positives share
+the event cluster; hard negatives share the topic only. This runs the Monitor in process (the
+same code the app runs; ``bench/related.py`` reports the numbers read from the app's published
+watch feeds, which agree within 0.003).
 """
 
 from __future__ import annotations
@@ -40,18 +42,10 @@ def results() -> dict[str, Any]:
 
 def test_monitor_beats_tfidf_at_its_best_threshold(results: dict[str, Any]) -> None:
     monitor, baseline = results["monitor"], results["baseline"]
-    assert monitor["f1"] >= baseline["f1"] + 0.02
-    assert monitor["hard_fp_rate"] <= baseline["hard_fp_rate"] - 0.10
-    # Measured 0.837 and 0.191: regression guards, not the goal.
-    assert monitor["f1"] >= 0.82
-    assert monitor["hard_fp_rate"] <= 0.22
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4 target not reached yet: F1 0.837, hard-negative FP 0.191 at the default",
-)
-def test_issue_target_f1_and_hard_negative_rate(results: dict[str, Any]) -> None:
-    monitor = results["monitor"]
-    assert monitor["f1"] >= 0.92
-    assert monitor["hard_fp_rate"] <= 0.08
+    assert monitor["f1"] >= baseline["f1"] + 0.04
+    assert monitor["hard_fp_rate"] <= baseline["hard_fp_rate"] - 0.20
+    # Measured F1 0.877 and hard-negative FP 0.098 (the issue asks F1 >= 0.92, FP <= 0.08; see
+    # docs/benchmarks.md): regression guards just under the achieved level, not the goal.
+    assert monitor["f1"] >= 0.865
+    assert monitor["hard_fp_rate"] <= 0.11
+    assert monitor["precision"] >= 0.88

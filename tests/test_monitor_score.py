@@ -13,8 +13,9 @@ import pytest
 from feedservice.errors import QueryError
 from feedservice.model import Entry, Watch
 from feedservice.monitor import DEFAULT_THRESHOLD, CorpusStats, Monitor, WatchInput
-from feedservice.monitor.score import calibrate, uncalibrate
-from feedservice.monitor.text import analyse
+from feedservice.monitor.neighbours import RecentItems
+from feedservice.monitor.score import NEIGHBOUR_FLOOR, calibrate, uncalibrate, vectorise
+from feedservice.monitor.text import analyse, analyse_entry
 
 DATA = Path(__file__).resolve().parent / "data" / "monitor"
 T0 = datetime(2024, 7, 28, tzinfo=UTC)
@@ -246,19 +247,51 @@ def test_index_gives_the_same_matches_as_checking_every_watch() -> None:
     assert any(x.watch == "w30" for x in results[0])  # the long story's watch
 
 
-def test_adaptive_mode_folds_confident_matches_into_the_profile(
+def test_an_item_close_to_a_follow_up_matches_through_its_neighbourhood(
     corpus: tuple[Entry, dict[str, Entry], list[Entry]],
 ) -> None:
     story, items, background = corpus
+    # A short second-day report: it shares the follow-up's angle (the phased upgrade, Kihara)
+    # more than the story's wording.
     second = entry(
         "second",
-        "Joint force headquarters: Kihara and Austin set phased timetable\n"
-        "The phased timetable for the joint force headquarters agreed by Minoru Kihara and "
-        "Lloyd Austin starts with a planning cell in Tokyo.",
+        "U.S. Forces Japan upgrade: Kihara and Austin set phased timetable\n"
+        "The phased upgrade of U.S. Forces Japan into a joint force headquarters, agreed by "
+        "Minoru Kihara and Lloyd Austin, starts with a planning cell in Tokyo, Austin said.",
     )
-    plain = monitor_for(story, [*background, *items.values(), second])
-    adaptive = monitor_for(story, [*background, *items.values(), second], adaptive=True)
-    plain_ids = [x.entry_id for x in plain.match([items["followup"], second])]
-    adaptive_ids = [x.entry_id for x in adaptive.match([items["followup"], second])]
-    assert adaptive_ids[0] == plain_ids[0] == "followup"
-    assert set(plain_ids) <= set(adaptive_ids)
+    seen = [*background, *items.values(), second]
+    m = monitor_for(story, seen)
+    found = {x.entry_id: x for x in m.match([items["followup"], second, items["other_event"]])}
+    assert set(found) == {"followup", "second"}
+    via = [r for r in found["second"].reasons if r.startswith("close to items that match")]
+    assert via == [f"close to items that match the story: {items['followup'].title}"]
+    # without the pool (nothing else held), the same item is judged on its own words
+    alone = Monitor([WatchInput(Watch(name="w", title="t"), story)], stats=m.stats)
+    assert alone.relatedness(story, second) < m.relatedness(story, second)
+
+
+def test_recent_items_pool_is_bounded_fifo_and_finds_neighbours() -> None:
+    stats = CorpusStats()
+    texts = {
+        "a": "Lindsay Lohan enters Betty Ford clinic\nLohan checked into Betty Ford in Malibu.",
+        "b": "Lohan arrives at Betty Ford\nLindsay Lohan arrived at the Betty Ford clinic.",
+        "c": "Tara Reid enters Promises rehab\nTara Reid checked into Promises in Malibu.",
+        "d": "Harbour festival returns\nBoat parades and a night market along the quay.",
+    }
+    entries = {k: entry(k, v) for k, v in texts.items()}
+    m = Monitor([], stats=stats, pool=RecentItems(capacity=3))
+    m.observe(list(entries.values()))
+    pool = m.pool
+    assert len(pool) == 3 and "a" not in pool and all(k in pool for k in "bcd")
+    probe = vectorise(analyse_entry(entries["a"]), stats)
+    nearest = pool.nearest(probe)
+    assert [p.id for _, p in nearest] == ["b"]  # Reid and the festival are not related
+    assert nearest[0][0] >= NEIGHBOUR_FLOOR
+    assert pool.nearest(probe, exclude="b") == []
+    # after a restart the statistics come back from JSON; remember() pools without counting
+    again = Monitor([], stats=CorpusStats.from_json(stats.to_json()))
+    again.remember([entries["a"], entries["b"]])
+    assert again.stats.n_docs == 4 and len(again.pool) == 2
+    assert [p.id for _, p in again.pool.nearest(probe, exclude="a")] == ["b"]
+    with pytest.raises(ValueError, match="capacity"):
+        RecentItems(capacity=0)

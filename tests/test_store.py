@@ -284,3 +284,10 @@ def test_migration_from_v1_adds_raw_hash(tmp_path: Path) -> None:
     store.upsert_entries("wire", [_entry(1)], now=_entry(1).published, raw_hashes={"id-1": "h"})
     assert store.raw_hashes("wire") == {"id-1": "h"}
     store.close()
+
+
+def test_iter_entries_newest(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    store.upsert_entries("wire", [_entry(i) for i in range(10)], now=now)
+    newest = [e.id for batch in store.iter_entries(batch=2, newest=3) for e in batch]
+    assert newest == ["id-7", "id-8", "id-9"]
+    assert sum(len(b) for b in store.iter_entries(newest=50)) == 10

@@ -470,6 +470,10 @@ class App:
             for batch in self.store.iter_entries():
                 self._monitor.observe(batch)
             self._stats_dirty = True
+        else:
+            # after a restart: the newest items are the neighbours new ones are judged with
+            for batch in self.store.iter_entries(newest=self._monitor.pool.capacity):
+                self._monitor.remember(batch)
 
     def _begin_monitor_pass(self) -> tuple[set[str], set[str]]:
         """Watches in their first pass: match everything already stored (their backlog).
@@ -486,6 +490,7 @@ class App:
                 if w.name in pending
             ],
             stats=self._monitor.stats,
+            pool=self._monitor.pool,
         )
         for batch in self.store.iter_entries():
             changed |= self._record_matches(backlog.match(batch), batch, pending=pending)[1]

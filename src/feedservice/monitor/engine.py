@@ -3,20 +3,27 @@
 Pure and in memory: the app persists what must survive a restart (the corpus statistics via
 :meth:`CorpusStats.to_json`, reported matches and near-duplicate signatures in the store) and
 calls :meth:`Monitor.observe` then :meth:`Monitor.match` after every poll.
+
+Scoring is the neighbourhood score of :mod:`.score`: each watch story keeps its up to three
+nearest items (updated as items arrive, recomputed when the corpus statistics move on), each
+new item gets its own from the pool of recent items (:mod:`.neighbours`), and the two
+neighbourhoods are compared.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from feedservice.model import Entry, Match, Watch
 from feedservice.monitor.dedup import group_near_duplicates, signature
 from feedservice.monitor.index import WatchIndex
+from feedservice.monitor.neighbours import K, PoolItem, RecentItems
 from feedservice.monitor.query import Query, QueryDoc, parse_query
 from feedservice.monitor.score import (
     DEFAULT_THRESHOLD,
+    NEIGHBOUR_FLOOR,
     W_ENTITIES,
     W_MARKS,
     W_TERMS,
@@ -24,23 +31,18 @@ from feedservice.monitor.score import (
     CorpusStats,
     Vectors,
     calibrate,
-    centroid,
     explain,
+    neighbourhood_score,
     raw_similarity,
     uncalibrate,
     vectorise,
 )
 from feedservice.monitor.text import Features, analyse_entry
 
-# TDT-style adaptive filtering (opt-in, ``adaptive=True``): an item matched with a score at
-# least this far above the watch's threshold is folded into the watch profile, so later
-# follow-ups that share vocabulary with earlier ones (but less with the story) are found; items
-# fold in arrival order. Off by default: on ECB+ dev it drifted into the same-topic other event
-# (F1 0.842 -> 0.811, hard-negative FP 0.19 -> 0.30 at margin 0.15; 0.840 at margin 0.35).
-FOLD_MARGIN = 0.15
-MAX_FOLDED = 20
 _FEATURE_CACHE = 4096  # entries observed but not yet matched keep their features here
-_REFRESH_GROWTH = 0.05  # re-vectorise a story when the corpus grew by 5%
+_REFRESH_GROWTH = 0.05  # re-vectorise stories (and re-find their neighbours) at 5% growth
+
+Neighbours = list[tuple[float, PoolItem]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +61,8 @@ class _WatchState:
     story: Entry | None
     story_features: Features | None
     story_vectors: Vectors | None = None
-    profile: Vectors | None = None
-    folded: list[Vectors] = field(default_factory=list)
     raw_threshold: float = 0.0
+    neighbours: Neighbours = field(default_factory=list)
     reported: set[str] = field(default_factory=set)
 
 
@@ -71,6 +72,8 @@ class _Item:
     features: Features
     vectors: Vectors
     qdoc: QueryDoc | None = None
+    neighbours: Neighbours = field(default_factory=list)
+    direct: dict[int, float] = field(default_factory=dict)
 
 
 def _family_weight(vec: Vectors, key: str) -> tuple[float, int]:
@@ -85,8 +88,10 @@ def _family_weight(vec: Vectors, key: str) -> tuple[float, int]:
 class Monitor:
     """Matches new entries against watches.
 
+    ``pool``: the recent items neighbours are drawn from (default: a new
+    :class:`~.neighbours.RecentItems`; pass one to share it, e.g. with a backlog monitor).
     ``use_index=False`` checks every watch for every item (the baseline of
-    ``bench/monitor_speed.py``); results are the same.
+    ``bench/monitor_speed.py``).
 
     Raises :class:`~feedservice.errors.QueryError` at construction when a watch's query does not
     parse (naming the watch and the column), and ValueError for a watch with neither a story
@@ -98,11 +103,11 @@ class Monitor:
         watches: Sequence[WatchInput],
         *,
         stats: CorpusStats | None = None,
-        adaptive: bool = False,
+        pool: RecentItems | None = None,
         use_index: bool = True,
     ) -> None:
         self.stats = stats if stats is not None else CorpusStats()
-        self.adaptive = adaptive
+        self.pool = pool if pool is not None else RecentItems()
         self.use_index = use_index
         self._states: list[_WatchState] = []
         for wi in watches:
@@ -119,136 +124,247 @@ class Monitor:
                     story_features=analyse_entry(wi.story) if wi.story is not None else None,
                 )
             )
-        self._features: OrderedDict[str, Features] = OrderedDict()
+        self._features: OrderedDict[str, tuple[Features, Vectors]] = OrderedDict()
         self._index = WatchIndex()
         self._indexed_at = -1
-        self._min_raw_threshold = 1.0
+        self._floor = NEIGHBOUR_FLOOR
+        self._story_slots: list[int] = []
+        self._nb_slots: dict[str, set[int]] = {}  # pooled item id -> watches it neighbours
+        self._base_cache: dict[tuple[str, str], float] = {}  # per match() call
+        # pooled item id -> its stories at >= the floor, as found when it was matched (valid
+        # until the next refresh): a neighbour's watches cost nothing to look up again
+        self._direct_memo: OrderedDict[str, dict[int, float]] = OrderedDict()
 
     # --- corpus ------------------------------------------------------------------------------
 
     def observe(self, entries: Sequence[Entry]) -> None:
-        """Count new entries into the corpus statistics (call once per new entry)."""
+        """Count new entries into the corpus statistics and the pool of recent items (call
+        once per new entry, before :meth:`match`). The batch is counted first, then
+        vectorised, so every entry of a batch sees the same statistics."""
+        analysed = []
         for entry in entries:
             features = analyse_entry(entry)
             self.stats.add(features.keys)
-            self._features[entry.id] = features
+            analysed.append((entry, features))
+        for entry, features in analysed:
+            vectors = vectorise(features, self.stats)
+            self.pool.add(entry.id, entry.title, vectors)
+            self._features[entry.id] = (features, vectors)
             self._features.move_to_end(entry.id)
             while len(self._features) > _FEATURE_CACHE:
                 self._features.popitem(last=False)
 
-    def _features_of(self, entry: Entry) -> Features:
-        cached = self._features.pop(entry.id, None)
-        return cached if cached is not None else analyse_entry(entry)
+    def remember(self, entries: Sequence[Entry]) -> None:
+        """Pool entries already counted in the statistics (e.g. the stored entries after a
+        restart, oldest first), so new items find their neighbours among them."""
+        for entry in entries:
+            if entry.id not in self.pool:
+                self.pool.add(entry.id, entry.title, vectorise(analyse_entry(entry), self.stats))
 
-    # --- profiles and index ------------------------------------------------------------------
+    # --- profiles, index and story neighbourhoods -----------------------------------------------
 
     def _refresh(self) -> None:
         n = self.stats.n_docs
         if self._indexed_at >= 0 and n <= self._indexed_at * (1.0 + _REFRESH_GROWTH):
             return
         self._index = WatchIndex()
+        self._nb_slots = {}
+        self._story_slots = []
         for slot, st in enumerate(self._states):
-            if st.story_features is not None:
+            if st.story_features is not None and st.story is not None:
                 st.story_vectors = vectorise(st.story_features, self.stats)
-                st.profile = (
-                    centroid([st.story_vectors, *st.folded]) if st.folded else st.story_vectors
-                )
-                self._index.add_profile(slot, st.story_vectors)
-                if st.folded:
-                    self._index.add_profile(slot, st.profile)
-                    self._index.widen(slot)
                 st.raw_threshold = uncalibrate(st.threshold)
+                self._index.add_profile(slot, st.story_vectors)
+                self._story_slots.append(slot)
+                st.neighbours = self.pool.nearest(st.story_vectors, exclude=st.story.id)
+                for _, p in st.neighbours:
+                    self._nb_slots.setdefault(p.id, set()).add(slot)
             elif st.query is not None:
                 anchors = st.query.anchors()
                 self._index.add_query(slot, None if anchors is None else list(anchors))
         self._indexed_at = n
-        self._min_raw_threshold = min(
-            (st.raw_threshold for st in self._states if st.story_vectors is not None),
-            default=1.0,
+        self._floor = min(
+            [NEIGHBOUR_FLOOR]
+            + [st.raw_threshold for st in self._states if st.story_vectors is not None]
         )
+
+    def _offer(self, slot: int, sim: float, item: PoolItem) -> None:
+        """``item`` is related to the story of ``slot``: keep it if among the K nearest."""
+        st = self._states[slot]
+        if st.story is not None and item.id == st.story.id:
+            return
+        nbs = [(s, p) for s, p in st.neighbours if p.id != item.id]
+        if len(nbs) == K and sim <= nbs[-1][0]:
+            return
+        nbs.append((sim, item))
+        nbs.sort(key=lambda x: -x[0])
+        for _, p in nbs[K:]:
+            slots = self._nb_slots.get(p.id)
+            if slots is not None:
+                slots.discard(slot)
+        nbs = nbs[:K]
+        st.neighbours = nbs
+        for _, p in nbs:
+            self._nb_slots.setdefault(p.id, set()).add(slot)
 
     # --- matching ----------------------------------------------------------------------------
 
+    def _neighbourhood(
+        self, st: _WatchState, item_id: str, item: Vectors, nbs: Neighbours
+    ) -> float:
+        assert st.story is not None and st.story_vectors is not None
+        story_side = [
+            (st.story.id, st.story_vectors),
+            *((p.id, p.vectors) for _, p in st.neighbours),
+        ]
+        item_side = [(item_id, item), *((p.id, p.vectors) for _, p in nbs)]
+        return neighbourhood_score(story_side, item_side, self._base)
+
+    def _base(self, a_id: str, a: Vectors, b_id: str, b: Vectors) -> float:
+        key = (a_id, b_id)
+        value = self._base_cache.get(key)
+        if value is None:
+            value = raw_similarity(a, b)
+            self._base_cache[key] = value
+        return value
+
     def relatedness(self, story: Entry, entry: Entry) -> float:
-        """The calibrated score of ``entry`` against ``story`` with the current statistics."""
+        """The calibrated neighbourhood score of ``entry`` against ``story`` now."""
         a = vectorise(analyse_entry(story), self.stats)
         b = vectorise(analyse_entry(entry), self.stats)
-        return calibrate(raw_similarity(a, b))
+        if story.id == entry.id:
+            return 1.0
+        story_side = [
+            (story.id, a),
+            *((p.id, p.vectors) for _, p in self.pool.nearest(a, exclude=story.id)),
+        ]
+        item_side = [
+            (entry.id, b),
+            *((p.id, p.vectors) for _, p in self.pool.nearest(b, exclude=entry.id)),
+        ]
+        return calibrate(neighbourhood_score(story_side, item_side))
 
     def match(self, entries: Sequence[Entry]) -> list[Match]:
         """Every (watch, entry) pair that passes, grouped by near-duplicates, in entry order.
 
         A story watch passes at score >= threshold (and its query, when it has one); a query-only
         watch passes when the query matches, with score 1.0. An entry is never reported twice
-        for a watch by this instance; the watch story itself is never reported.
+        for a watch by this instance; the watch story itself is never reported. Entries not
+        observed before are pooled now (they are held from here on).
         """
         self._refresh()
+        self._base_cache = {}
         items = [self._item(e) for e in entries]
+        pool = self.pool
+        # Pass 1: every item's neighbours, its direct similarity to the stories, and the
+        # stories' neighbourhoods updated with the batch (a batch is judged as a whole).
+        for item in items:
+            pooled = pool.get(item.entry.id)
+            if pooled is None:
+                pooled = pool.add(item.entry.id, item.entry.title, item.vectors)
+            item.neighbours = pool.nearest(item.vectors, exclude=item.entry.id, keys=pooled.keys)
+            item.direct = self._direct(item.vectors)
+            self._memo(item.entry.id, item.direct)
+            for slot, sim in item.direct.items():
+                if sim >= NEIGHBOUR_FLOOR:
+                    self._offer(slot, sim, pooled)
+        # Pass 2: judge the candidate watches of every item.
         hits: dict[int, list[tuple[int, float, tuple[str, ...]]]] = {}
-        index = self._index
         for pos, item in enumerate(items):
-            if self.use_index:
-                slots = self._candidates(item)
-            else:
-                slots = dict.fromkeys(range(len(self._states)))
+            slots = self._candidates(item)
             for slot in sorted(slots):
-                st = self._states[slot]
-                n_folded = len(st.folded)
-                result = self._judge(st, item, slots[slot])
+                result = self._judge(self._states[slot], item)
                 if result is not None:
                     hits.setdefault(slot, []).append((pos, *result))
-                if len(st.folded) > n_folded:  # adaptive: later items may reach it by new keys
-                    index.add_profile(slot, item.vectors, 16)
-                    index.widen(slot)
         return self._group(items, hits)
 
     def _item(self, entry: Entry) -> _Item:
-        features = self._features_of(entry)
+        cached = self._features.pop(entry.id, None)
+        if cached is not None:
+            return _Item(entry, cached[0], cached[1])
+        features = analyse_entry(entry)
         return _Item(entry, features, vectorise(features, self.stats))
 
-    def _candidates(self, item: _Item) -> dict[int, float | None]:
-        """Watches that could match ``item`` -> the exact raw score when the index knows it.
+    def _direct(self, vec: Vectors) -> dict[int, float]:
+        """Story watches whose story has raw similarity >= the floor with ``vec`` -> that
+        similarity, exact.
 
         See :mod:`.index`: the walked postings give most of the dot product; the few common
-        words skipped there are added exactly for the watches still in the running.
+        words skipped there are added exactly for the watches still in the running. Stories
+        sharing no distinctive (short-posting) word or name with the text are not considered.
         """
-        index = self._index
         states = self._states
-        out: dict[int, float | None] = {}
-        vec = item.vectors
-        # Watches sharing no distinctive (short-posting) word or name with the item are not
-        # considered: a score built from common words and dates alone is not a follow-up.
+        out: dict[int, float] = {}
+        if not self.use_index:
+            for slot in self._story_slots:
+                story = states[slot].story_vectors
+                assert story is not None
+                sim = raw_similarity(story, vec)
+                if sim >= self._floor:
+                    out[slot] = sim
+            return out
+        index = self._index
         acc, slack, skipped = index.accumulate(vec)
+        if not acc:
+            return out
         skipped_w = [(key, *_family_weight(vec, key)) for key in skipped]
         tails = index.tail
-        need = self._min_raw_threshold - slack - index.max_tail
-        for slot, partial in [kv for kv in acc.items() if kv[1] >= need]:
+        floor = self._floor
+        need = floor - slack - index.max_tail
+        for slot, partial in acc.items():
+            if partial < need:
+                continue
             st = states[slot]
             story = st.story_vectors
             tail = tails.get(slot, 1.0)
-            if story is None or partial + slack + tail < st.raw_threshold:
+            if story is None or partial + slack + tail < floor:
                 continue
-            if st.folded or tail > 0.0:
-                out[slot] = None  # the index does not hold the whole profile: score in full
-                continue
-            raw = partial
-            parts = (story.terms, story.entities, story.marks)
-            for key, w, family in skipped_w:
-                raw += w * parts[family].get(key, 0.0)
-            if story.years and vec.years and not (story.years & vec.years):
-                raw *= 1.0 - YEAR_CONFLICT_PENALTY
-            if raw >= st.raw_threshold:
+            if tail > 0.0:  # the index does not hold the whole story: score in full
+                raw = raw_similarity(story, vec)
+            else:
+                raw = partial
+                parts = (story.terms, story.entities, story.marks)
+                for key, w, family in skipped_w:
+                    raw += w * parts[family].get(key, 0.0)
+                if story.years and vec.years and not (story.years & vec.years):
+                    raw *= 1.0 - YEAR_CONFLICT_PENALTY
+                raw = max(0.0, min(1.0, raw))
+            if raw >= floor:
                 out[slot] = raw
+        return out
+
+    def _memo(self, entry_id: str, direct: dict[int, float]) -> None:
+        memo = self._direct_memo
+        memo[entry_id] = direct
+        memo.move_to_end(entry_id)
+        while len(memo) > self.pool.capacity:
+            memo.popitem(last=False)
+
+    def _candidates(self, item: _Item) -> Iterable[int]:
+        """Watches that could match ``item``: a story close to the item or to one of its
+        neighbours, or a story whose neighbourhood holds the item or one of its neighbours;
+        plus the query-only watches the item's words could satisfy."""
+        states = self._states
+        if not self.use_index:
+            out = set(self._story_slots)
+        else:
+            out = {s for s, sim in item.direct.items() if sim >= states[s].raw_threshold}
+            nb_slots = self._nb_slots
+            out.update(nb_slots.get(item.entry.id, ()))
+            for _, p in item.neighbours:
+                out.update(nb_slots.get(p.id, ()))
+                # the stories close to a neighbour, as found when it was matched (a pooled
+                # item this monitor never matched, e.g. observed at start-up, has none)
+                direct = self._direct_memo.get(p.id, {})
+                out.update(s for s, sim in direct.items() if sim >= states[s].raw_threshold)
+        index = self._index
         if index.has_queries:
             if item.qdoc is None:
                 item.qdoc = QueryDoc.from_entry(item.entry)
-            for slot in index.query_candidates(item.qdoc.body_set):
-                out.setdefault(slot, None)
+            out.update(index.query_candidates(item.qdoc.body_set))
         return out
 
-    def _judge(
-        self, st: _WatchState, item: _Item, raw: float | None = None
-    ) -> tuple[float, tuple[str, ...]] | None:
+    def _judge(self, st: _WatchState, item: _Item) -> tuple[float, tuple[str, ...]] | None:
         entry = item.entry
         w = st.watch
         if entry.id in st.reported:
@@ -264,26 +380,28 @@ class Monitor:
             if not st.query.matches(item.qdoc):
                 return None
             query_terms = st.query.matched_terms(item.qdoc)
-        if st.profile is None or st.story_vectors is None or st.story_features is None:
+        if st.story_vectors is None or st.story_features is None or st.story is None:
             return 1.0, (f"matches query: {', '.join(query_terms)}",)
-        if raw is None:
-            raw = raw_similarity(st.story_vectors, item.vectors)
-        if st.folded:
-            raw = max(raw, raw_similarity(st.profile, item.vectors))
+        raw = self._neighbourhood(st, entry.id, item.vectors, item.neighbours)
         value = calibrate(raw)
         if value < st.threshold:
             return None
-        if self.adaptive and value >= st.threshold + FOLD_MARGIN and len(st.folded) < MAX_FOLDED:
-            st.folded.append(item.vectors)
-            st.profile = centroid([st.story_vectors, *st.folded])
+        story_vectors = st.story_vectors
+        via: list[str] = []  # titles; another outlet's copy of this item is not news
+        for _, p in item.neighbours:
+            if p.id == st.story.id or p.title in via or p.title == entry.title:
+                continue
+            if self._base(st.story.id, story_vectors, p.id, p.vectors) >= st.raw_threshold:
+                via.append(p.title)
         reasons = explain(
             st.story_features,
-            st.story_vectors,
+            story_vectors,
             item.features,
             item.vectors,
             idf=self.stats.idf,
             score_value=value,
             threshold=st.threshold,
+            via=via,
         )
         if query_terms:
             reasons = (f"matches query: {', '.join(query_terms)}", *reasons)

@@ -40,7 +40,7 @@ class WatchIndex:
         self.max_tail = 0.0
 
     def add_profile(self, slot: int, vectors: Vectors, k: int = PROFILE_KEYS) -> None:
-        """Post a story profile; call again (e.g. after adaptive folding) to widen it."""
+        """Post a story profile under its heaviest keys; the rest is bounded by ``tail``."""
         bound = 0.0
         families = (
             (vectors.terms, W_TERMS),
@@ -55,11 +55,6 @@ class WatchIndex:
             bound += weight * tail
         self.tail[slot] = max(self.tail.get(slot, 0.0), bound)
         self.max_tail = max(self.max_tail, self.tail[slot])
-
-    def widen(self, slot: int) -> None:
-        """Give up pruning for ``slot``: any shared key makes it a candidate (adaptive mode)."""
-        self.tail[slot] = 1.0
-        self.max_tail = 1.0
 
     @property
     def has_queries(self) -> bool:

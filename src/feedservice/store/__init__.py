@@ -634,9 +634,18 @@ class Store:
         return found
 
     @_translated
-    def iter_entries(self, *, batch: int = 1000) -> Iterator[list[Entry]]:
-        """Every stored entry, oldest first, in batches (the monitor's backlog pass)."""
+    def iter_entries(
+        self, *, batch: int = 1000, newest: int | None = None
+    ) -> Iterator[list[Entry]]:
+        """Every stored entry (or only the ``newest`` N), oldest first, in batches: the
+        monitor's backlog pass and its pool of recent items after a restart."""
         last = 0
+        if newest is not None:
+            with self._connect() as conn:
+                row = conn.execute(
+                    select(entries.c.pk).order_by(entries.c.pk.desc()).offset(newest).limit(1)
+                ).first()
+            last = 0 if row is None else int(row[0])
         while True:
             with self._connect() as conn:
                 rows = conn.execute(
