@@ -306,3 +306,28 @@ async def test_email_notification_through_a_local_smtp_server(
     assert FOLLOW_UP_ITEM[1] in str(msg["Subject"])
     body = msg.get_body(("plain",))
     assert body is not None and "https://wire.example/hq2" in body.get_content()
+
+
+async def test_bundled_sample_article_entry(tmp_path: Path) -> None:
+    """Issue 2: the sample article's entry has its title, 7 paragraphs (the repeated one
+    removed), a summary from the lead paragraph and a permalink the daemon serves."""
+    config = bundled_copy(tmp_path)
+    async with App(config, clock=Clock()) as app:
+        await app.run_once()
+        feed = json.loads((tmp_path / "feeds" / "newsroom.json").read_text())
+        [item] = [
+            i
+            for i in feed["items"]
+            if i["title"] == "Japan and U.S. to establish joint military headquarters"
+        ]
+        assert item["content_html"].count("<p>") == 7
+        assert item["content_html"].count("The talks were attended by") == 0
+        assert item["content_html"].count("will serve as a central command centre") == 1
+        assert item["content_html"].count("will act as a central command hub") == 1
+        assert item["summary"].startswith("U.S. Secretary of Defense Lloyd Austin")
+        assert len(item["summary"]) <= 300
+        base = config.service.base_url
+        assert item["url"].startswith(f"{base}stories/newsroom/")
+        source, slug = item["url"].removeprefix(f"{base}stories/").removesuffix(".html").split("/")
+        entry = app.story_entry(source, slug)
+        assert entry is not None and entry.title == item["title"]
