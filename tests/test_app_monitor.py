@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from aiosmtpd.controller import Controller
 from feedservice.app import App
 from feedservice.config import Config, SmtpConfig, load_config
 from feedservice.model import NotifyTarget, Watch
+from tests.clock import Clock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,17 +39,6 @@ UNRELATED = {
     "Australia and Japan deepen defence ties with new troop access pact",
     "Typhoon brings heavy rain to Okinawa",
 }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def bundled_copy(tmp_path: Path) -> Config:

@@ -17,8 +17,9 @@ from aiohttp import web
 
 from feedservice.app import App
 from feedservice.model import Source
+from tests.clock import Clock
 from tests.origin import Origin, rss
-from tests.test_update import Clock, make_config
+from tests.test_update import make_config
 
 SECRET = "TOP-SECRET-LOCAL-FILE-CONTENT"
 

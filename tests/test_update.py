@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
@@ -15,18 +14,8 @@ from aiohttp import web
 from feedservice.app import App
 from feedservice.config import Config, FetchConfig, ServiceConfig
 from feedservice.model import FeedSpec, Source
+from tests.clock import Clock
 from tests.origin import Origin, rss
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def make_config(tmp_path: Path, sources: list[Source], **fetch: float) -> Config:

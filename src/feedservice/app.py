@@ -33,7 +33,7 @@ from feedservice.errors import (
     StorageError,
 )
 from feedservice.fetch import FetchOptions, make_session
-from feedservice.model import Entry, FeedSpec, Match, NotifyTarget, Source, Watch
+from feedservice.model import Entry, FeedSpec, Match, NotifyTarget, Watch
 from feedservice.monitor import CorpusStats, Monitor, WatchInput, near_duplicate, signature
 from feedservice.normalise import normalise_item
 from feedservice.notify import Notification, Notifier, build_notifier, retry_delay
@@ -685,15 +685,6 @@ class App:
     def published_watches(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """(name, title, formats) of every watch feed, for the index page."""
         return [(w.name, w.title, ("atom", "rss", "json")) for w in self.config.watches]
-
-    def seconds_until_due(self) -> float | None:
-        due = self.store.next_due_at()
-        if due is None:
-            return None
-        return max(0.0, (due - self.clock()).total_seconds())
-
-    def source(self, name: str) -> Source | None:
-        return self.sources.get(name)
 
 
 def _watch_description(watch: Watch, story: Entry | None) -> str:

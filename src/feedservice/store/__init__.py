@@ -356,17 +356,6 @@ class Store:
             return [r[0] for r in conn.execute(q)]
 
     @_translated
-    def next_due_at(self) -> datetime | None:
-        with self._connect(flush=True) as conn:
-            value = conn.execute(
-                select(func.min(sources.c.next_check_at)).where(sources.c.gone.is_(False))
-            ).scalar()
-        if value is None:
-            return None
-        # func.min bypasses the column type on some dialects
-        return value if isinstance(value, datetime) and value.tzinfo else _aware(value)
-
-    @_translated
     def source_state(self, name: str, *, count: bool = True) -> SourceState | None:
         """The source's poll state; ``count=False`` skips counting its entries (``entries``
         is then 0) and may answer from a state prefetched for the whole pass: the poller
@@ -990,15 +979,6 @@ def _poll_update_statement() -> Any:
             link=func.coalesce(bindparam("b_link", type_=sources.c.link.type), sources.c.link),
         )
     )
-
-
-def _aware(value: Any) -> datetime:
-    from datetime import UTC
-
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _entry_values(entry: Entry, *, first_seen: datetime | None) -> dict[str, Any]:
