@@ -22,6 +22,7 @@ from aiosmtpd.controller import Controller
 
 from feedservice.app import App
 from feedservice.config import Config, SmtpConfig, load_config
+from feedservice.errors import ConfigError
 from feedservice.model import NotifyTarget, Watch
 from tests.clock import Clock
 
@@ -320,3 +321,11 @@ async def test_bundled_sample_article_entry(tmp_path: Path) -> None:
         source, slug = item["url"].removeprefix(f"{base}stories/").removesuffix(".html").split("/")
         entry = app.story_entry(source, slug)
         assert entry is not None and entry.title == item["title"]
+
+
+async def test_a_bad_watch_query_stops_start_up_cleanly(tmp_path: Path) -> None:
+    config = watch_config(tmp_path, ())
+    bad = replace(config.watches[0], query='"joint headquarters AND')
+    with pytest.raises(ConfigError, match=r"watches\[0\]\.query"):
+        async with App(replace(config, watches=(bad,)), clock=Clock()):
+            pass

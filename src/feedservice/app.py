@@ -203,7 +203,11 @@ class App:
             self._store = None
 
     async def __aenter__(self) -> App:
-        await self.open()
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()  # what did open (the session, the store) is closed again
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
