@@ -162,3 +162,33 @@ async def test_a_slow_source_does_not_delay_the_others(tmp_path: Path, hostile: 
         assert not task.done()
         report = await task
     assert {r.source for r in report.polled if r.outcome == "error"} == {"drip"}
+
+
+async def test_many_sources_on_one_slow_host_wait_their_turn_without_timing_out(
+    tmp_path: Path,
+) -> None:
+    origin = await Origin().start()
+    in_flight = 0
+    most = 0
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.4)
+        in_flight -= 1
+        return web.Response(body=rss("S", [(request.path, "Item")]), content_type="text/xml")
+
+    try:
+        for i in range(12):
+            origin.routes[f"/s{i}.xml"] = slow
+        sources = [Source(f"s{i}", 600, url=origin.url(f"/s{i}.xml")) for i in range(12)]
+        # each answer takes 0.4 s; 12 sources, 2 at a time on the host: 2.4 s in all, while
+        # each fetch may take at most 1 s once it is sent
+        config = make_config(tmp_path, sources, per_host=2, total_timeout=1.0)
+        async with App(config, clock=Clock()) as app:
+            report = await app.run_once()
+    finally:
+        await origin.close()
+    assert {r.outcome for r in report.polled} == {"updated"}
+    assert most == 2

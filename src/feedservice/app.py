@@ -39,7 +39,7 @@ from feedservice.normalise import normalise_item
 from feedservice.notify import Notification, Notifier, build_notifier, retry_delay
 from feedservice.parse import parse_story
 from feedservice.publish import EntryExtra, FeedView, render_feed, write_if_changed
-from feedservice.store import MatchRow, OutboxItem, SourceState, Store, open_store
+from feedservice.store import MatchRow, OutboxItem, SourceState, Store, host_of, open_store
 from feedservice.update import PollPolicy, PollReport, poll_source, record_crash
 
 log = logging.getLogger(__name__)
@@ -298,9 +298,23 @@ class App:
         state.flushed_at = loop.time()
         reports: list[PollReport] = []
 
+        per_host = max(1, self.config.fetch.per_host)
+        host_slots: dict[str, asyncio.Semaphore] = {}
+
         async def one(name: str) -> None:
-            async with limit:
-                report = await self.poll_source(name)
+            # wait for a slot on the source's host *before* taking a global slot and
+            # starting the fetch's timeout: many sources on one slow host then neither
+            # time out unsent nor starve the other hosts
+            host = host_of(self.sources[name].url)
+            slot = host_slots.setdefault(host, asyncio.Semaphore(per_host)) if host else None
+            if slot is not None:
+                await slot.acquire()
+            try:
+                async with limit:
+                    report = await self.poll_source(name)
+            finally:
+                if slot is not None:
+                    slot.release()
             # keep a slim report: the entries themselves go to the monitor, then away
             reports.append(replace(report, new=(), changed=()))
             state.add(report)
