@@ -92,7 +92,11 @@ def feedparser_keys(body: bytes) -> tuple[list[Key], Any]:
         )
         for e in d.entries
     ]
-    # parse_feed keeps the first of repeated ids; compare like with like.
+    return first_of_each_id(keys), d
+
+
+def first_of_each_id(keys: list[Key]) -> list[Key]:
+    """parse_feed keeps the first of repeated ids; compare like with like."""
     seen: set[str] = set()
     unique = []
     for key in keys:
@@ -100,7 +104,7 @@ def feedparser_keys(body: bytes) -> tuple[list[Key], Any]:
             continue
         seen.add(key[0])
         unique.append(key)
-    return unique, d
+    return unique
 
 
 def ours_keys(body: bytes, url: str) -> list[Key]:
@@ -131,14 +135,7 @@ def fastfeedparser_keys(body: bytes) -> list[Key]:
                 stamp = norm_date(datetime.fromisoformat(when))
         keys.append(((e.get("id") or "").strip(), norm_text(e.get("title")),
                      (e.get("link") or "").strip(), stamp))  # fmt: skip
-    seen: set[str] = set()
-    unique = []
-    for key in keys:
-        if key[0] and key[0] in seen:
-            continue
-        seen.add(key[0])
-        unique.append(key)
-    return unique
+    return first_of_each_id(keys)
 
 
 def agreement(a: Sequence[Key], b: Sequence[Key]) -> tuple[int, int, list[tuple[Key, Key]]]:

@@ -29,9 +29,9 @@ from feedservice.normalise import (
     stem,
     story_slug,
 )
+from tests.conftest import SHARED
 
 DATA = Path(__file__).resolve().parent / "data" / "normalise"
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 SEED = SHARED / "seeds" / "000_a4fef2ed4c92fe41.txt"
 STS = SHARED / "data" / "sts-headlines" / "sts_headlines.tsv"
 

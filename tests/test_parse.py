@@ -26,9 +26,9 @@ from feedservice.parse import (
     parse_feed,
     parse_story,
 )
+from tests.conftest import SHARED
 
 DATA = Path(__file__).resolve().parent / "data" / "parse"
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 SEED = SHARED / "seeds" / "000_a4fef2ed4c92fe41.txt"
 REALWORLD = SHARED / "data" / "feeds-realworld"
 FEEDPARSER_TESTS = SHARED / "data" / "feedparser-tests"

@@ -38,8 +38,8 @@ from feedservice.publish import (
     write_feed_files,
     write_if_changed,
 )
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 SCHEMAS = SHARED / "feed-schemas"
 BASE = "http://feeds.example.net/"
 ATOM = "{http://www.w3.org/2005/Atom}"

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -474,7 +474,3 @@ def record_crash(
     return _record_failure(
         source, store=store, policy=policy, now=now, rng=rng, error=f"{kind}{error}", status=None
     )
-
-
-def sources_by_name(sources: Sequence[Source]) -> dict[str, Source]:
-    return {s.name: s for s in sources}

@@ -796,14 +796,6 @@ class Store:
                 out.append(StoredMatch(m, row.source, row.matched_at, _row_entry(row), also))
         return out
 
-    @_translated
-    def count_matches(self, watch: str | None = None) -> int:
-        q = select(func.count()).select_from(matches)
-        if watch is not None:
-            q = q.where(matches.c.watch == watch)
-        with self._connect() as conn:
-            return int(conn.execute(q).scalar_one())
-
     # --- outbox ---------------------------------------------------------------------------
 
     @_translated
