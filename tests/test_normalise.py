@@ -132,7 +132,7 @@ def test_fixture_story_repeats_removed_as_expected() -> None:
     kept = paragraphs(entry.content_html)
     assert kept == [paras[i - 1] for i in expected["kept"]]
     assert len(kept) == len(paras) - len(expected["dropped"])
-    assert entry.link == PERMALINKS + "2026-harbour-bridge.html"
+    assert entry.link == PERMALINKS + "2026/harbour_bridge.html"
     assert entry.summary == paras[0]  # short lead: no cut, no ellipsis
     for name in expected["entities_include"]:
         assert name in entry.entities, name
@@ -347,10 +347,16 @@ def test_links_absolute_and_http_only() -> None:
 
 
 def test_story_slug() -> None:
-    assert story_slug("2024/japan-us.txt") == "2024-japan-us"
-    assert story_slug("Drafts/My Story (v2).MD") == "drafts-my-story-v2"
-    assert story_slug("été/über.json") == "t-ber"
-    assert re.fullmatch(r"[a-z0-9-]+", story_slug("???.txt"))
+    assert story_slug("japan-us.txt") == "japan-us"
+    assert story_slug("welcome.md") == "welcome"
+    assert story_slug("2024/japan_us.txt") == "2024/japan_us"  # folders stay folders
+    # a folded path keeps a readable part and gains a hash of the whole path
+    assert re.fullmatch(r"drafts/my-story-v2-[0-9a-f]{8}", story_slug("Drafts/My Story (v2).MD"))
+    assert re.fullmatch(r"t/ber-[0-9a-f]{8}", story_slug("été/über.json"))
+    assert re.fullmatch(r"story-[0-9a-f]{8}", story_slug("???.txt"))
+    folded = ["a b.txt", "a-b.txt", "A-B.txt", "a/b.txt", "a_b.txt", "a-b.TXT", "a//b.txt"]
+    assert len({story_slug(p) for p in folded}) == len(folded)
+    assert story_slug("a b.txt") == story_slug(" a b.txt ")  # deterministic
 
 
 def test_author_and_tags() -> None:

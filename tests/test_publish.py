@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -267,7 +268,11 @@ def test_atom_structure() -> None:
 
 def test_story_permalink_is_absolute_and_escaped() -> None:
     url = story_url(BASE, "newsroom", "2024/tokyo press conference.md")
-    assert url == f"{BASE}stories/newsroom/2024/tokyo%20press%20conference.md.html"
+    assert re.fullmatch(
+        re.escape(f"{BASE}stories/newsroom/2024/tokyo-press-conference-") + r"[0-9a-f]{8}\.html",
+        url,
+    )
+    assert story_url(BASE, "news room", "a.txt") == f"{BASE}stories/news%20room/a.html"
 
 
 def test_empty_feed_has_fixed_updated() -> None:

@@ -88,6 +88,33 @@ async def test_story_folder_new_changed_removed_malformed(tmp_path: Path) -> Non
         assert state is not None and "b.txt" in (state.last_error or "")
 
 
+async def test_story_files_never_share_a_permalink(tmp_path: Path) -> None:
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (stories / "a b.txt").write_text("Spaced\n\nBody.\n")
+    (stories / "a-b.txt").write_text("Hyphened\n\nBody.\n")
+    (stories / "note.txt").write_text("Note as text\n\nBody.\n")
+    clock = Clock()
+    config = make_config(tmp_path, [Source("news", 60, directory=stories)])
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+        links = {e.title: e.link for e in app.store.latest_entries(["news"], 10)}
+        assert len(set(links.values())) == len(links) == 3
+        assert links["Hyphened"] == "http://127.0.0.1:8080/stories/news/a-b.html"
+
+        # the same name in another format would take the same permalink: refused, named,
+        # and the story that already had it keeps its entry
+        clock.advance(120)
+        (stories / "a-b.md").write_text("# Usurper\n\nBody.\n")
+        await app.run_once(force=True)
+        titles = {e.title for e in app.store.latest_entries(["news"], 10)}
+        assert titles == {"Spaced", "Hyphened", "Note as text"}
+        state = app.store.source_state("news")
+        assert state is not None
+        assert "a-b.md: has the same permalink as" in (state.last_error or "")
+        assert "a-b.txt" in (state.last_error or "")
+
+
 async def test_unchanged_story_folder_rewrites_nothing(tmp_path: Path) -> None:
     stories = tmp_path / "stories"
     stories.mkdir()

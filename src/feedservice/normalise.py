@@ -1204,11 +1204,28 @@ def canonical_link(link: str | None, base: str | None = None) -> str | None:
 
 
 def story_slug(path: str) -> str:
-    """A URL-safe slug for a story file's relative path: extension dropped, lower case,
-    ``[a-z0-9-]`` only (``"2024/Japan US.txt"`` -> ``"2024-japan-us"``)."""
-    stem_path = re.sub(r"\.[A-Za-z0-9]{1,8}$", "", path.strip().replace("\\", "/"))
-    slug = re.sub(r"[^a-z0-9]+", "-", stem_path.lower()).strip("-")
-    return slug or "story"
+    """A URL-safe slug for a story file's relative path: the extension dropped, folders kept
+    as ``/``, each part of ``[a-z0-9_-]`` only.
+
+    Plain lower-case names keep their stem (``"2024/japan-us.txt"`` -> ``"2024/japan-us"``).
+    Any other path is folded (case, spaces, other characters) and so could collide with
+    another file's slug (``"a b.txt"`` and ``"a-b.txt"``): it gets a short hash of the whole
+    path (``"Drafts/My Story.txt"`` -> ``"drafts/my-story-<8 hex>"``). The one collision
+    left, ``"a.txt"`` beside ``"a.md"``, is refused by the folder scan.
+    """
+    rel = path.strip().replace("\\", "/")
+    stem_path = _EXTENSION.sub("", rel)
+    if _PLAIN_SLUG.fullmatch(stem_path) and rel[len(stem_path) :].islower():
+        return stem_path
+    parts = (_NOT_SLUG.sub("-", part.lower()).strip("-") for part in stem_path.split("/"))
+    slug = "/".join(part for part in parts if part) or "story"
+    digest = hashlib.sha256(rel.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+_PLAIN_SLUG = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*(?:/[a-z0-9]+(?:[-_][a-z0-9]+)*)*")
+_NOT_SLUG = re.compile(r"[^a-z0-9_]+")
 
 
 def stable_id(item: RawItem, *, source: str) -> str:

@@ -32,6 +32,7 @@ from lxml import etree  # type: ignore[import-untyped,unused-ignore]
 
 from feedservice.errors import PublishError
 from feedservice.model import FEED_FORMATS, Entry
+from feedservice.normalise import story_slug
 
 __all__ = [
     "EMPTY_FEED_UPDATED",
@@ -150,12 +151,13 @@ def feed_url(base_url: str, name: str, fmt: str) -> str:
 
 
 def story_url(base_url: str, source: str, story_path: str) -> str:
-    """The permalink of a local story: ``<base_url>stories/<source>/<story_path>.html``.
+    """The permalink of a local story: ``<base_url>stories/<source>/<slug>.html``, the slug
+    being :func:`story_slug` of its path, as the normaliser links stories.
 
     The server serves the story's HTML page there (issue 2 item 6); entries of local stories
     that have no link of their own link to it.
     """
-    return f"{base_url}stories/{quote(source, safe='')}/{quote(story_path)}.html"
+    return f"{base_url}stories/{quote(source, safe='')}/{story_slug(story_path)}.html"
 
 
 # --- rendering ---------------------------------------------------------------------------------

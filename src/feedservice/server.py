@@ -173,7 +173,8 @@ def build_web_app(app: App) -> web.Application:
 
     web_app.router.add_get("/", index)
     web_app.router.add_get("/healthz", healthz)
-    web_app.router.add_get("/stories/{source}/{slug}.html", story)
+    # a story's slug keeps its folders (normalise.story_slug)
+    web_app.router.add_get("/stories/{source}/{slug:[a-z0-9_/-]+}.html", story)
     web_app.router.add_get("/{name}.{fmt}", feed)
     return web_app
 

@@ -25,7 +25,7 @@ from feedservice import __version__
 from feedservice.errors import FeedServiceError, FetchError, ParseError, StorageError
 from feedservice.fetch import FetchOptions, fetch_feed
 from feedservice.model import Entry, FetchStatus, RawItem, Source
-from feedservice.normalise import normalise_items, stable_id
+from feedservice.normalise import normalise_items, stable_id, story_slug
 from feedservice.parse import is_story_file, parse_feed, parse_story
 from feedservice.politeness import adaptive_interval, backoff_delay, next_check
 from feedservice.store import Store, host_of
@@ -164,8 +164,17 @@ def _poll_directory(
     items: list[RawItem] = []
     item_paths: list[str] = []
     seen: list[tuple[str, int, int, str | None, str | None]] = []
+    clashes = _slug_clashes(current, known)
     for rel, (mtime_ns, size) in current.items():
         previous = known.get(rel)
+        if rel in clashes:
+            message = (
+                f"{directory / rel}: has the same permalink as {directory / clashes[rel]}; "
+                "expected one story per name, rename one of them"
+            )
+            errors.append(message)
+            seen.append((rel, mtime_ns, size, previous[2] if previous else None, message))
+            continue
         if previous is not None and previous[0] == mtime_ns and previous[1] == size:
             if previous[3]:
                 errors.append(previous[3])  # still malformed: keep saying so
@@ -226,6 +235,26 @@ def _poll_directory(
         removed=removed,
         errors=tuple(errors),
     )
+
+
+def _slug_clashes(
+    current: Mapping[str, object], known: Mapping[str, tuple[int, int, str | None, str | None]]
+) -> dict[str, str]:
+    """Story files whose permalink slug another file already takes: {path: the other path}.
+
+    Only ``a.txt`` beside ``a.md`` can clash (:func:`story_slug` hashes every folded path).
+    The file that already has an entry keeps the slug, else the first by path; the other is
+    skipped with an error, and an entry it made earlier is kept."""
+    owner: dict[str, str] = {}
+    clashes: dict[str, str] = {}
+    # a file with a stored entry first, then by path: the choice never moves between polls
+    for rel in sorted(current, key=lambda p: (p not in known or known[p][2] is None, p)):
+        slug = story_slug(rel)
+        if slug in owner:
+            clashes[rel] = owner[slug]
+        else:
+            owner[slug] = rel
+    return clashes
 
 
 async def _poll_url(

@@ -33,7 +33,8 @@ def write_config(root: Path, port: int) -> Path:
     (stories / "first.txt").write_text(
         "First story\n\nThe first paragraph of the first story.\n\nA second paragraph.\n"
     )
-    (stories / "second.md").write_text(
+    (stories / "2026").mkdir()  # a folder and a name that folds: a hashed, nested slug
+    (stories / "2026" / "Second Story.md").write_text(
         "---\ntitle: Second story\ndate: 2026-11-20T10:00:00Z\n---\n\nHello *world*.\n"
     )
     (stories / "broken.json").write_text('{"title": "Broken", "content_text": ')
@@ -123,6 +124,10 @@ def test_daemon_serves_updates_and_stops_cleanly(tmp_path: Path) -> None:
         first = next(e for e in feedparser.parse(atom.body).entries if e.title == "First story")
         page = daemon.get(first.link.removeprefix(daemon.base))
         assert page.status == 200 and b"The first paragraph of the first story." in page.body
+        second = next(e for e in feedparser.parse(atom.body).entries if e.title == "Second story")
+        assert re.search(r"/stories/newsroom/2026/second-story-[0-9a-f]{8}\.html$", second.link)
+        page = daemon.get(second.link.removeprefix(daemon.base))
+        assert page.status == 200 and b"<em>world</em>" in page.body
 
         code, seconds = daemon.stop(signal.SIGTERM)
         assert code == 0 and seconds < 10
