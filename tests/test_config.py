@@ -650,7 +650,7 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
         pytest.param(
             "smtp:\n  sender: a@b.c\n",
             "feedservice.yaml:2: smtp.sender: unknown key; expected one of 'host', 'port', "
-            "'from', 'username', 'password', 'starttls', 'timeout'",
+            "'from', 'username', 'password', 'starttls', 'tls', 'ca_file', 'timeout'",
             id="unknown-key-no-close-match",
         ),
         pytest.param(
@@ -853,6 +853,37 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
             id="two-kinds-in-one-target",
         ),
         pytest.param(
+            "watches:\n  - name: w\n    query: x\n    notify:\n"
+            "      - email: desk@example.org\n        secret: s\n",
+            "feedservice.yaml:6: watches[0].notify[0].secret: "
+            "expected only beside 'webhook: URL' (it signs webhook requests)",
+            id="secret-with-email",
+        ),
+        pytest.param(
+            "watches:\n  - name: w\n    query: x\n    notify:\n"
+            "      - command: [x]\n        secret: s\n",
+            "feedservice.yaml:6: watches[0].notify[0].secret: "
+            "expected only beside 'webhook: URL' (it signs webhook requests)",
+            id="secret-with-command",
+        ),
+        pytest.param(
+            "watches:\n  - name: w\n    query: x\n    notify:\n"
+            "      - webhook: https://h.example/\n        secret: ''\n",
+            "feedservice.yaml:6: watches[0].notify[0].secret: expected a non-empty string, got ''",
+            id="secret-empty",
+        ),
+        pytest.param(
+            "smtp:\n  starttls: true\n  tls: true\n",
+            "feedservice.yaml:3: smtp.tls: expected either 'tls: true' (implicit TLS, port 465) "
+            "or 'starttls: true' (port 587), not both",
+            id="smtp-tls-and-starttls",
+        ),
+        pytest.param(
+            "smtp:\n  ca_file: ca.pem\n",
+            "feedservice.yaml:2: smtp.ca_file: expected 'tls: true' or 'starttls: true' with it",
+            id="smtp-ca-file-without-tls",
+        ),
+        pytest.param(
             "watches:\n  - name: w\n    query: x\n    notify:\n      - webhook\n",
             "feedservice.yaml:5: watches[0].notify[0]: "
             "expected a mapping of keys to values, got 'webhook'",
@@ -1052,6 +1083,51 @@ def test_summarize_config() -> None:
     )
     assert "s3cret" not in summary  # secrets stay out of what check-config prints
     assert "  database:  SQLite in data_dir" in lines
+
+
+def test_webhook_secret_comes_from_the_environment_and_stays_out_of_reprs(
+    tmp_path: Path,
+) -> None:
+    config = load_text(
+        tmp_path,
+        """\
+        watches:
+          - name: w
+            query: x
+            notify:
+              - webhook: https://hooks.example.org/a
+                secret: ${HOOK_SECRET}
+              - webhook: https://hooks.example.org/b
+        """,
+        env={"HOOK_SECRET": "whsec_c2VjcmV0LXZhbHVl"},
+    )
+    signed, unsigned = config.watches[0].notify
+    assert signed == NotifyTarget(
+        "webhook", target="https://hooks.example.org/a", secret="whsec_c2VjcmV0LXZhbHVl"
+    )
+    assert unsigned.secret is None
+    for text in (repr(config), summarize_config(config)):
+        assert "c2VjcmV0LXZhbHVl" not in text
+    assert (
+        "    notify: webhook https://hooks.example.org/... (signed), "
+        "webhook https://hooks.example.org/..." in summarize_config(config).splitlines()
+    )
+
+
+def test_smtp_ca_file_must_exist(cwd: Path) -> None:
+    assert error_of(cwd, "smtp:\n  tls: true\n  ca_file: ca.pem\n") == (
+        "feedservice.yaml:3: smtp.ca_file: expected an existing PEM file, got 'ca.pem' "
+        f"({cwd / 'ca.pem'} does not exist)"
+    )
+
+
+def test_smtp_implicit_tls_defaults_to_port_465_and_resolves_ca_file(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("PEM\n")
+    config = load_text(tmp_path, "smtp:\n  tls: true\n  ca_file: certs/ca.pem\n")
+    assert config.smtp == SmtpConfig(port=465, tls=True, ca_file=tmp_path / "certs" / "ca.pem")
+    assert load_text(tmp_path, "smtp:\n  tls: true\n  port: 2465\n").smtp.port == 2465
+    assert load_text(tmp_path, "smtp:\n  starttls: true\n").smtp.port == 25
 
 
 def test_summary_hides_secrets_in_urls(tmp_path: Path) -> None:

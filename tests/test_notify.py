@@ -7,16 +7,21 @@ commands run a real Python child process. Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email
 import email.policy
 import hashlib
+import hmac
 import json
 import os
 import random
+import shutil
 import signal
 import socket
+import ssl
 import stat
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -180,6 +185,35 @@ class Receiver:
     base: str
     requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    signing_key: bytes = b""  # what /signed verifies against
+
+
+def standard_webhooks_signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
+    """The receiver's own computation, written from the specification, not from our code."""
+    mac = hmac.new(key, msg_id.encode() + b"." + timestamp.encode() + b"." + body, "sha256")
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def verifies(key: bytes, headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks verification: any of the space-separated signatures may match."""
+    expected = standard_webhooks_signature(
+        key, headers["webhook-id"], headers["webhook-timestamp"], body
+    )
+    return any(
+        hmac.compare_digest(sig, expected) for sig in headers["webhook-signature"].split(" ")
+    )
+
+
+def test_receiver_verification_matches_the_specification_example() -> None:
+    # The example from the Standard Webhooks reference libraries' tests.
+    key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    headers = {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
+    assert verifies(key, headers, b'{"test": 2432232314}')
+    assert not verifies(key, headers, b'{"test": 2432232315}')
 
 
 @pytest.fixture
@@ -192,6 +226,12 @@ async def receiver() -> AsyncIterator[Receiver]:
         path = request.path
         if path == "/ok":
             return web.Response(status=204)
+        if path == "/signed":
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            signed = all(f"webhook-{h}" in headers for h in ("id", "timestamp", "signature"))
+            if signed and verifies(rec.signing_key, headers, body):
+                return web.Response(status=204)
+            return web.Response(status=401, text="bad signature")
         if path == "/slow":
             await rec.release.wait()
             return web.Response(status=200)
@@ -323,6 +363,104 @@ async def test_webhook_rejects_unusable_urls_at_build(
         WebhookNotifier(url, session)
 
 
+SIGNING_NOW = datetime(2024, 7, 28, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("secret", "key"),
+    [
+        ("whsec_" + base64.b64encode(b"\x00\xffkey bytes" * 3).decode(), b"\x00\xffkey bytes" * 3),
+        ("plain words, not base64 ü", "plain words, not base64 ü".encode()),
+    ],
+    ids=["whsec-base64", "utf8"],
+)
+async def test_webhook_signature_verifies_at_the_receiver(
+    receiver: Receiver, session: aiohttp.ClientSession, secret: str, key: bytes
+) -> None:
+    receiver.signing_key = key
+    notifier = WebhookNotifier(
+        f"{receiver.base}/signed", session, secret=secret, clock=lambda: SIGNING_NOW
+    )
+    n = make_notification()
+    await notifier.send(n)  # 204 only when the receiver's own check passes
+    _, headers, body = receiver.requests[-1]
+    assert headers["webhook-id"] == headers["Idempotency-Key"] == n.key
+    assert headers["webhook-timestamp"] == "1722160800"  # the injected clock, unix seconds
+    assert headers["webhook-signature"].startswith("v1,")
+    assert json.loads(body) == n.to_json()
+
+
+async def test_webhook_signature_timestamp_is_per_attempt(
+    receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    receiver.signing_key = b"k"
+    times = iter([SIGNING_NOW, SIGNING_NOW + timedelta(hours=1)])
+    notifier = WebhookNotifier(
+        f"{receiver.base}/signed", session, secret="k", clock=lambda: next(times)
+    )
+    n = make_notification()
+    await notifier.send(n)
+    await notifier.send(n)  # a redelivery: same id, new timestamp, new signature
+    first, second = (headers for _, headers, _ in receiver.requests)
+    assert first["webhook-id"] == second["webhook-id"] == n.key
+    assert int(second["webhook-timestamp"]) - int(first["webhook-timestamp"]) == 3600
+    assert first["webhook-signature"] != second["webhook-signature"]
+
+
+async def test_webhook_wrong_secret_fails_verification(
+    receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    receiver.signing_key = b"the receiver's secret"
+    notifier = WebhookNotifier(f"{receiver.base}/signed", session, secret="another secret")
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is True  # 401: retrying with the same secret cannot help
+    assert "bad signature" in str(info.value)
+    _, headers, body = receiver.requests[-1]
+    assert verifies(b"another secret", headers, body)  # signed, just with the wrong key
+    assert not verifies(b"the receiver's secret", headers, body)
+
+
+async def test_webhook_without_secret_sends_no_signature_headers(
+    receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    await WebhookNotifier(f"{receiver.base}/ok", session).send(make_notification())
+    names = {name.lower() for name in receiver.requests[-1][1]}
+    assert "idempotency-key" in names
+    assert not {"webhook-id", "webhook-timestamp", "webhook-signature"} & names
+    with pytest.raises(NotifyError) as info:  # and a verifying receiver refuses it
+        await WebhookNotifier(f"{receiver.base}/signed", session).send(make_notification())
+    assert "HTTP 401" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("secret", "needle"),
+    [("whsec_not*base64!", "not base64"), ("whsec_", "empty"), ("", "empty")],
+)
+async def test_webhook_rejects_unusable_secrets_without_showing_them(
+    session: aiohttp.ClientSession, secret: str, needle: str
+) -> None:
+    with pytest.raises(ConfigError, match=needle) as info:
+        WebhookNotifier("https://hooks.example.org/x", session, secret=secret)
+    assert "*base64!" not in str(info.value)
+
+
+async def test_webhook_secret_never_appears_in_reprs_labels_or_errors(
+    session: aiohttp.ClientSession,
+) -> None:
+    secret = "whsec_" + base64.b64encode(b"top secret key").decode()
+    target = NotifyTarget(
+        "webhook", target=f"http://127.0.0.1:{free_closed_port()}/h", secret=secret
+    )
+    assert target.secret == secret
+    assert secret not in repr(target) and "secret" not in repr(target)
+    notifier = build_notifier(target, session=session, smtp=SmtpConfig())
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    for text in (repr(notifier), notifier.label, str(info.value)):
+        assert secret not in text and "top secret" not in text
+
+
 async def test_webhook_label_and_errors_hide_url_secrets(session: aiohttp.ClientSession) -> None:
     port = free_closed_port()
     notifier = WebhookNotifier(f"http://127.0.0.1:{port}/T000/B000/s3cret", session)
@@ -351,6 +489,7 @@ class Mailbox:
 
     messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
     logins: list[tuple[bytes, bytes]] = field(default_factory=list)
+    tls_versions: list[str | None] = field(default_factory=list)  # per message; None = clear
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -366,6 +505,8 @@ class Mailbox:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+        tls = server.transport.get_extra_info("ssl_object")
+        self.tls_versions.append(tls.version() if tls is not None else None)
         return "250 Message accepted for delivery"
 
 
@@ -392,6 +533,69 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
         authenticator=_authenticate(mailbox),
         # Loopback test server without TLS; our client only logs in when configured to.
         auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield mailbox, controller.port
+    finally:
+        controller.stop()
+
+
+@dataclass(frozen=True)
+class SelfSigned:
+    cert: Path  # also the CA file that trusts it
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
+    """A certificate for 127.0.0.1, made now with the openssl command line."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    pair = SelfSigned(cert=folder / "cert.pem", key=folder / "key.pem")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(pair.key), "-out", str(pair.cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return pair
+
+
+@pytest.fixture
+def smtps_server(self_signed: SelfSigned) -> Iterator[tuple[Mailbox, int]]:
+    """SMTP over implicit TLS (RFC 8314): the listening socket speaks TLS from the start."""
+    mailbox = Mailbox()
+    controller = _Port0Controller(
+        mailbox, hostname="127.0.0.1", port=0, ssl_context=self_signed.server_context()
+    )
+    controller.start()
+    try:
+        yield mailbox, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def starttls_server(self_signed: SelfSigned) -> Iterator[tuple[Mailbox, int]]:
+    """SMTP that refuses mail until the client has upgraded with STARTTLS."""
+    mailbox = Mailbox()
+    controller = _Port0Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=0,
+        tls_context=self_signed.server_context(),
+        require_starttls=True,
+        authenticator=_authenticate(mailbox),
     )
     controller.start()
     try:
@@ -490,6 +694,79 @@ async def test_email_starttls_required_but_not_offered_is_permanent(
     assert info.value.permanent is True
     assert "STARTTLS" in str(info.value)
     assert mailbox.messages == []  # never sent in clear text
+
+
+async def test_email_over_implicit_tls_with_a_private_ca(
+    smtps_server: tuple[Mailbox, int], self_signed: SelfSigned
+) -> None:
+    mailbox, port = smtps_server
+    notifier = EmailNotifier(
+        "desk@example.org", smtp_config(port, tls=True, ca_file=self_signed.cert)
+    )
+    n = make_notification()
+    await notifier.send(n)
+    assert len(mailbox.messages) == 1
+    assert mailbox.messages[0][2]["Message-ID"] == f"<feedservice.{n.key}@example.org>"
+    version = mailbox.tls_versions[0]
+    assert version is not None and version.startswith("TLSv1.")
+
+
+async def test_email_untrusted_certificate_is_transient_and_sends_nothing(
+    smtps_server: tuple[Mailbox, int],
+) -> None:
+    mailbox, port = smtps_server
+    # The system's CAs do not know the self-signed certificate.
+    notifier = EmailNotifier("desk@example.org", smtp_config(port, tls=True))
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    # Transient: once the certificate is fixed or ca_file set, the outbox still has the match.
+    assert info.value.permanent is False
+    assert "certificate not trusted" in str(info.value)
+    assert "smtp.ca_file" in str(info.value)
+    assert mailbox.messages == []
+
+
+async def test_email_implicit_tls_against_a_plain_server_fails_transiently(
+    smtp_server: tuple[Mailbox, int], self_signed: SelfSigned
+) -> None:
+    mailbox, port = smtp_server
+    notifier = EmailNotifier(
+        "desk@example.org", smtp_config(port, tls=True, ca_file=self_signed.cert)
+    )
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert mailbox.messages == []
+
+
+async def test_email_starttls_upgrades_verifies_and_logs_in(
+    starttls_server: tuple[Mailbox, int], self_signed: SelfSigned
+) -> None:
+    mailbox, port = starttls_server
+    config = smtp_config(
+        port, starttls=True, ca_file=self_signed.cert, username="u", password="right"
+    )
+    await EmailNotifier("desk@example.org", config).send(make_notification())
+    assert mailbox.logins == [(b"u", b"right")]
+    assert len(mailbox.messages) == 1
+    version = mailbox.tls_versions[0]
+    assert version is not None and version.startswith("TLSv1.")
+    untrusted = EmailNotifier("desk@example.org", smtp_config(port, starttls=True))
+    with pytest.raises(NotifyError) as info:
+        await untrusted.send(make_notification())
+    assert info.value.permanent is False
+    assert "certificate not trusted" in str(info.value)
+    assert len(mailbox.messages) == 1
+
+
+def test_email_tls_settings_are_checked_at_build(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tls .* starttls"):
+        EmailNotifier("desk@example.org", SmtpConfig(tls=True, starttls=True))
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    for ca_file in (not_pem, tmp_path / "missing.pem"):
+        with pytest.raises(ConfigError, match="ca_file"):
+            EmailNotifier("desk@example.org", SmtpConfig(tls=True, ca_file=ca_file))
 
 
 async def test_email_server_down_is_transient() -> None:

@@ -89,7 +89,9 @@ class SmtpConfig:
     sender: str = "feedservice@localhost"
     username: str | None = None
     password: str | None = None
-    starttls: bool = False
+    starttls: bool = False  # plain connection upgraded with STARTTLS (RFC 3207), port 587
+    tls: bool = False  # implicit TLS from the first byte (RFC 8314), port 465
+    ca_file: Path | None = None  # PEM CA bundle trusted instead of the system's (private CAs)
     timeout: float = 30.0
 
 
@@ -229,7 +231,9 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
     what was expected; when there are several problems, ``str()`` lists them one per line,
     ordered by line. Causes: the file cannot be read or is not UTF-8; YAML syntax; an
     undefined variable without a default; wrong types or values; unknown keys; duplicate
-    names; a feed or watch naming an unknown source; a watch's story file missing.
+    names; a feed or watch naming an unknown source; a watch's story file missing; a notify
+    ``secret`` beside anything but ``webhook``; ``smtp.tls`` together with ``smtp.starttls``;
+    ``smtp.ca_file`` missing, or given with neither.
     """
     shown = str(path)
     try:
@@ -293,6 +297,7 @@ def summarize_config(config: Config) -> str:
         if watch.notify:
             targets = ", ".join(
                 f"{t.kind} {' '.join(t.argv) if t.kind == 'command' else _redact(t.target)}"
+                + (" (signed)" if t.secret else "")
                 for t in watch.notify
             )
             backlog = " (backlog too)" if watch.notify_backlog else ""
@@ -558,11 +563,14 @@ class _FetchModel(_Model):
 
 class _SmtpModel(_Model):
     host: _Text = _SMTP.host
-    port: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=65535)] = _SMTP.port
+    # None: 465 with implicit TLS, else 25 (resolved in step 4).
+    port: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=65535)] | None = None
     sender: _Email = Field(default=_SMTP.sender, alias="from")
     username: str | None = None
     password: str | None = None
     starttls: bool = _SMTP.starttls
+    tls: bool = _SMTP.tls
+    ca_file: _Text | None = None
     timeout: _Duration = _SMTP.timeout
 
 
@@ -601,6 +609,7 @@ class _NotifyModel(_Model):
     webhook: _HttpUrl | None = None
     email: _Email | None = None
     command: Annotated[list[_Text], Field(min_length=1)] | None = None
+    secret: _Text | None = None  # webhooks only; checked in step 4 so the error names it
 
     @model_validator(mode="after")
     def _one_kind(self) -> _NotifyModel:
@@ -828,7 +837,41 @@ def _build(
         )
     fetch = FetchConfig(**f.model_dump())
 
-    smtp = SmtpConfig(**root.smtp.model_dump())
+    s = root.smtp
+    if s.tls and s.starttls:
+        problems.append(
+            _Problem(
+                ("smtp", "tls"),
+                "expected either 'tls: true' (implicit TLS, port 465) or 'starttls: true' "
+                "(port 587), not both",
+            )
+        )
+    ca_file = None
+    if s.ca_file is not None:
+        ca_file = _resolve(base_dir, s.ca_file)
+        if not (s.tls or s.starttls):
+            problems.append(
+                _Problem(("smtp", "ca_file"), "expected 'tls: true' or 'starttls: true' with it")
+            )
+        elif not ca_file.is_file():
+            problems.append(
+                _Problem(
+                    ("smtp", "ca_file"),
+                    f"expected an existing PEM file, got {s.ca_file!r} ({ca_file} "
+                    f"{'is not a file' if ca_file.exists() else 'does not exist'})",
+                )
+            )
+    smtp = SmtpConfig(
+        host=s.host,
+        port=s.port if s.port is not None else 465 if s.tls else _SMTP.port,
+        sender=s.sender,
+        username=s.username,
+        password=s.password,
+        starttls=s.starttls,
+        tls=s.tls,
+        ca_file=ca_file,
+        timeout=s.timeout,
+    )
 
     sources: list[Source] = []
     source_index: dict[str, int] = {}
@@ -918,8 +961,16 @@ def _build(
                         f"{'is not a file' if story.exists() else 'does not exist'})",
                     )
                 )
+        for i, n in enumerate(w.notify):
+            if n.secret is not None and n.webhook is None:
+                problems.append(
+                    _Problem(
+                        (*loc, "notify", i, "secret"),
+                        "expected only beside 'webhook: URL' (it signs webhook requests)",
+                    )
+                )
         notify = tuple(
-            NotifyTarget("webhook", target=n.webhook)
+            NotifyTarget("webhook", target=n.webhook, secret=n.secret)
             if n.webhook is not None
             else NotifyTarget("email", target=n.email)
             if n.email is not None

@@ -56,11 +56,14 @@ class NotifyTarget:
 
     ``kind`` is ``webhook`` (``target`` = URL), ``email`` (``target`` = address) or
     ``command`` (``argv`` = the command with ``{placeholders}``; run without a shell).
+    ``secret`` (webhooks only) signs each request (Standard Webhooks); it is left out of
+    ``repr`` so it cannot reach a log line by accident.
     """
 
     kind: str
     target: str = ""
     argv: tuple[str, ...] = ()
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ store retries failed sends, waiting :func:`retry_delay` (or longer when the erro
 ``retry_after``), and gives up only on ``NotifyError.permanent``. Delivery is therefore at
 least once; the idempotency key (:func:`notification_key`) travels with every channel
 (``Idempotency-Key`` header, Message-ID, ``{key}`` placeholder) so receivers can dedupe.
+Webhooks with a secret are signed (Standard Webhooks, ``webhook-id`` = the key); email can
+use implicit TLS or STARTTLS, verified against the system's CAs or ``smtp.ca_file``.
 """
 
 from __future__ import annotations
@@ -43,15 +45,19 @@ __all__ = [
 def build_notifier(
     target: NotifyTarget, *, session: aiohttp.ClientSession, smtp: SmtpConfig
 ) -> Notifier:
-    """The notifier for ``target``: ``webhook`` -> :class:`WebhookNotifier` on ``session``,
-    ``email`` -> :class:`EmailNotifier` via ``smtp``, ``command`` -> :class:`CommandNotifier`.
+    """The notifier for ``target``: ``webhook`` -> :class:`WebhookNotifier` on ``session``
+    (signed when ``target.secret`` is set), ``email`` -> :class:`EmailNotifier` via ``smtp``,
+    ``command`` -> :class:`CommandNotifier`.
 
     Raises ConfigError for an unknown kind or a target the channel cannot use (a non-http(s)
-    URL, a malformed address, an empty argv or an unknown ``{placeholder}``). Call it at
-    start-up so such mistakes stop the daemon before the first match, not after.
+    URL, an unusable secret, a malformed address, an unreadable ``smtp.ca_file``, an empty
+    argv or an unknown ``{placeholder}``). Call it at start-up so such mistakes stop the
+    daemon before the first match, not after.
     """
+    if target.secret is not None and target.kind != "webhook":
+        raise ConfigError(f"{target.kind}: a secret only signs webhook requests")
     if target.kind == "webhook":
-        return WebhookNotifier(target.target, session)
+        return WebhookNotifier(target.target, session, secret=target.secret)
     if target.kind == "email":
         return EmailNotifier(target.target, smtp)
     if target.kind == "command":

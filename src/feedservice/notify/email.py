@@ -96,10 +96,15 @@ class EmailNotifier:
     """Send each notification to ``address`` through the SMTP server in ``smtp``.
 
     Connects per message (notifications are rare; a held connection would time out between
-    them), upgrades with STARTTLS when ``smtp.starttls`` (certificate verified), logs in when
-    ``smtp.username`` is set. ``clock`` gives the Date header (injected for tests).
+    them), speaks TLS from the first byte when ``smtp.tls`` (RFC 8314 implicit TLS, port 465)
+    or upgrades with STARTTLS when ``smtp.starttls``, logs in when ``smtp.username`` is set.
+    Either way the server's certificate and host name are verified against the system's CAs,
+    or only against ``smtp.ca_file`` when set. ``clock`` gives the Date header (injected for
+    tests).
 
-    Raises ConfigError at construction when ``address`` or the sender is not an addr-spec.
+    Raises ConfigError at construction when ``address`` or the sender is not an addr-spec,
+    when ``smtp.tls`` and ``smtp.starttls`` are both set, or when ``smtp.ca_file`` cannot be
+    loaded.
     """
 
     channel = "email"
@@ -118,6 +123,18 @@ class EmailNotifier:
             raise ConfigError(f"email: smtp sender {smtp.sender!r} is not an email address")
         _, sender_addr = parseaddr(smtp.sender)
         _check_addr_spec("smtp sender", sender_addr or smtp.sender)
+        if smtp.tls and smtp.starttls:
+            raise ConfigError("email: smtp tls (implicit TLS) and starttls exclude each other")
+        self._tls_context: ssl.SSLContext | None = None
+        if smtp.tls or smtp.starttls:
+            # Built once, at start-up: an unreadable CA file is a config mistake to report
+            # before the first match, not a delivery failure hours later.
+            try:
+                self._tls_context = ssl.create_default_context(
+                    cafile=str(smtp.ca_file) if smtp.ca_file is not None else None
+                )
+            except OSError as exc:  # ssl.SSLError (not PEM) is an OSError too
+                raise ConfigError(f"email: cannot load smtp ca_file {smtp.ca_file}: {exc}") from exc
         self._sender_addr = sender_addr
         self.address = address
         self.label = f"email {address}"
@@ -133,7 +150,9 @@ class EmailNotifier:
         Raises NotifyError: permanent when the server answers 5xx (RFC 5321 section 4.2.1:
         "permanent negative completion", e.g. recipient refused, authentication rejected) or
         lacks STARTTLS that we were told to use; transient for 4xx answers, connection
-        failures, timeouts and disconnects.
+        failures, timeouts, disconnects and TLS failures, including a certificate we do not
+        trust (often an expired certificate about to be renewed or a missing ``ca_file``:
+        fixable without losing the queued notifications, which a permanent error would drop).
         """
         msg = build_message(n, sender=self._smtp.sender, recipient=self.address, date=self._clock())
         await asyncio.to_thread(self._deliver, msg)
@@ -142,10 +161,15 @@ class EmailNotifier:
         cfg = self._smtp
         where = f"SMTP {cfg.host}:{cfg.port} to {self.address}"
         try:
-            with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout) as client:
+            client = (
+                smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=self._tls_context)
+                if cfg.tls
+                else smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+            )
+            with client:
                 client.ehlo_or_helo_if_needed()
                 if cfg.starttls:
-                    client.starttls(context=ssl.create_default_context())
+                    client.starttls(context=self._tls_context)
                     client.ehlo()
                 if cfg.username:
                     client.login(cfg.username, cfg.password or "")
@@ -177,7 +201,13 @@ class EmailNotifier:
             raise NotifyError(
                 f"{where}: no answer within {cfg.timeout:g} s", channel=self.channel
             ) from exc
-        except OSError as exc:  # refused, unreachable, TLS handshake failure (ssl.SSLError)
+        except ssl.SSLCertVerificationError as exc:
+            hint = "" if cfg.ca_file else " (set smtp.ca_file for a private CA)"
+            raise NotifyError(
+                f"{where}: certificate not trusted: {exc.verify_message}{hint}",
+                channel=self.channel,
+            ) from exc
+        except OSError as exc:  # refused, unreachable, other TLS failures (ssl.SSLError)
             raise NotifyError(
                 f"{where}: {type(exc).__name__}: {exc}", channel=self.channel
             ) from exc

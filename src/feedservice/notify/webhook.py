@@ -3,12 +3,23 @@
 Delivery is at least once (the outbox retries), so the same notification may arrive twice;
 the ``Idempotency-Key`` header (and the ``key`` field of the body) is the same on every
 attempt and lets the receiver drop the repeat.
+
+With a secret, each request is signed as the Standard Webhooks specification describes
+(https://www.standardwebhooks.com/): ``webhook-id`` (the idempotency key again),
+``webhook-timestamp`` (unix seconds of this attempt) and ``webhook-signature: v1,<base64>``,
+an HMAC-SHA256 over ``{id}.{timestamp}.{body}``. Receivers built on the specification's
+libraries verify it as they are, and reject replays older than their tolerance.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -18,7 +29,7 @@ from feedservice import __version__
 from feedservice.errors import ConfigError, NotifyError
 from feedservice.notify._base import Notification, redact_url
 
-__all__ = ["DEFAULT_USER_AGENT", "WebhookNotifier"]
+__all__ = ["DEFAULT_USER_AGENT", "WebhookNotifier", "signing_key"]
 
 DEFAULT_USER_AGENT = f"feedservice/{__version__} (webhook notifier)"
 
@@ -27,6 +38,32 @@ DEFAULT_USER_AGENT = f"feedservice/{__version__} (webhook notifier)"
 # wrong and sending it again cannot help.
 _RETRYABLE_4XX = frozenset({408, 429})
 _SNIPPET_BYTES = 200
+_SECRET_PREFIX = "whsec_"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a webhook ``secret``: ``whsec_<base64>`` is base64-decoded (the form
+    Standard Webhooks providers hand out), anything else is taken as its UTF-8 bytes.
+
+    Raises ConfigError for an empty key or a ``whsec_`` secret whose rest is not base64;
+    the message never contains the secret.
+    """
+    if secret.startswith(_SECRET_PREFIX):
+        try:
+            key = base64.b64decode(secret.removeprefix(_SECRET_PREFIX), validate=True)
+        except binascii.Error:
+            raise ConfigError(
+                "webhook: secret starts with 'whsec_' but the rest is not base64"
+            ) from None
+    else:
+        key = secret.encode()
+    if not key:
+        raise ConfigError("webhook: secret is empty")
+    return key
 
 
 class WebhookNotifier:
@@ -37,7 +74,12 @@ class WebhookNotifier:
     would turn a redirected POST into a body-less GET on 301/302/303, so a 3xx is reported
     (permanent) with its Location for the user to fix the URL.
 
-    Raises ConfigError at construction when ``url`` is not an absolute http(s) URL.
+    With ``secret``, each request carries the Standard Webhooks signature headers (see the
+    module docstring); ``clock`` gives their timestamp (injected for tests). The secret is
+    kept only as its HMAC key and never appears in ``repr``, labels or errors.
+
+    Raises ConfigError at construction when ``url`` is not an absolute http(s) URL or the
+    secret is unusable (see :func:`signing_key`).
     """
 
     channel = "webhook"
@@ -49,6 +91,8 @@ class WebhookNotifier:
         *,
         timeout: float = 10.0,
         user_agent: str = DEFAULT_USER_AGENT,
+        secret: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -60,6 +104,8 @@ class WebhookNotifier:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._user_agent = user_agent
+        self._key = signing_key(secret) if secret is not None else None
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"WebhookNotifier({redact_url(self.url)!r})"
@@ -77,6 +123,15 @@ class WebhookNotifier:
             "Idempotency-Key": n.key,
             "User-Agent": self._user_agent,
         }
+        if self._key is not None:
+            # A fresh timestamp per attempt: receivers reject old ones to stop replays, and
+            # a retry an hour later is a new attempt, not a replay.
+            timestamp = str(int(self._clock().timestamp()))
+            signed = f"{n.key}.{timestamp}.".encode() + body
+            digest = hmac.new(self._key, signed, hashlib.sha256).digest()
+            headers["webhook-id"] = n.key
+            headers["webhook-timestamp"] = timestamp
+            headers["webhook-signature"] = "v1," + base64.b64encode(digest).decode("ascii")
         where = redact_url(self.url)
         try:
             async with self._session.post(
