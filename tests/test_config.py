@@ -1114,6 +1114,33 @@ def test_webhook_secret_comes_from_the_environment_and_stays_out_of_reprs(
     )
 
 
+def test_watches_posting_to_one_webhook_must_sign_alike(cwd: Path) -> None:
+    # one notifier serves each URL, so a second secret there would be silently ignored
+    text = """\
+watches:
+  - name: a
+    query: x
+    notify:
+      - webhook: https://hooks.example.org/a
+        secret: one
+  - name: b
+    query: y
+    notify:
+      - webhook: https://hooks.example.org/a
+        secret: two
+"""
+    assert error_of(cwd, text) == (
+        "feedservice.yaml:11: watches[1].notify[0].secret: expected the same secret (or none) "
+        "as the other watch posting to this URL (watches[0].notify[0], line 5)"
+    )
+
+
+def test_smtp_password_stays_out_of_reprs(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "smtp:\n  password: ${PW}\n", env={"PW": "hunter2"})
+    assert config.smtp.password == "hunter2"
+    assert "hunter2" not in repr(config)
+
+
 def test_smtp_ca_file_must_exist(cwd: Path) -> None:
     assert error_of(cwd, "smtp:\n  tls: true\n  ca_file: ca.pem\n") == (
         "feedservice.yaml:3: smtp.ca_file: expected an existing PEM file, got 'ca.pem' "

@@ -88,7 +88,7 @@ class SmtpConfig:
     port: int = 25
     sender: str = "feedservice@localhost"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     starttls: bool = False  # plain connection upgraded with STARTTLS (RFC 3207), port 587
     tls: bool = False  # implicit TLS from the first byte (RFC 8314), port 465
     ca_file: Path | None = None  # PEM CA bundle trusted instead of the system's (private CAs)
@@ -940,6 +940,8 @@ def _build(
             )
 
     watches: list[Watch] = []
+    # the app keeps one notifier per webhook URL, so every watch posting there must sign alike
+    webhook_secrets: dict[str, tuple[str | None, str]] = {}
     for index, w in enumerate(root.watches):
         loc = ("watches", index)
         if w.name in published:
@@ -969,6 +971,18 @@ def _build(
                         "expected only beside 'webhook: URL' (it signs webhook requests)",
                     )
                 )
+            if n.webhook is not None:
+                first = webhook_secrets.setdefault(
+                    n.webhook, (n.secret, where((*loc, "notify", i)))
+                )
+                if first[0] != n.secret:
+                    problems.append(
+                        _Problem(
+                            (*loc, "notify", i, "secret"),
+                            f"expected the same secret (or none) as the other watch posting to "
+                            f"this URL ({first[1]})",
+                        )
+                    )
         notify = tuple(
             NotifyTarget("webhook", target=n.webhook, secret=n.secret)
             if n.webhook is not None
