@@ -68,7 +68,7 @@ def test_sources_due_and_poll_state(store, now: datetime) -> None:  # type: igno
     srcs = [
         Source("a", 60, url="https://one.example/feed"),
         Source("b", 60, url="https://one.example/other"),
-        Source("c", 60, directory=Path("/tmp/x")),
+        Source("c", 60, directory=Path("stories")),
     ]
     store.sync_sources(srcs, now=now)
     assert store.due_sources(now) == ["a", "b", "c"]
