@@ -822,6 +822,9 @@ def _ends_run(word: str) -> bool:
 _SENTENCE_TAILS = frozenset("\"”’')»!?:.")
 
 
+# A memo, not state: asked only of tokens ending in sentence punctuation, before every
+# capitalised word that follows one (the same sentence-final words recur across items).
+@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _ends_sentence(word: str) -> bool:
     last = word.rstrip("\"”’')»")[-1:]
     return last in ("!", "?", ":") or (last == "." and not _is_abbreviation(word.strip("\"”’')»")))
