@@ -128,6 +128,8 @@ class App:
         self._executor: ProcessPoolExecutor | None = None
         self._monitor: Monitor | None = None
         self._stories: dict[str, Entry | None] = {}
+        # (feed name, format) -> the view and entries last rendered and the bytes: see _render
+        self._rendered: dict[tuple[str, str], tuple[FeedView, tuple[Entry, ...], bytes]] = {}
         self._stats_dirty = False
         self.watches = {w.name: w for w in config.watches}
         self._lock = asyncio.Lock()
@@ -405,16 +407,28 @@ class App:
         feeds_dir = self.config.service.feeds_dir
         for spec in specs:
             try:
-                entries = self.store.latest_entries(spec.sources, spec.limit)
+                entries = tuple(self.store.latest_entries(spec.sources, spec.limit))
                 view = self.feed_view(spec)
                 for fmt in spec.formats:
                     path = feeds_dir / f"{spec.name}.{fmt}"
-                    if write_if_changed(path, render_feed(view, entries, fmt)):
+                    if write_if_changed(path, self._render(view, entries, fmt)):
                         written.append(path)
             except FeedServiceError as exc:
                 log.error("feed %s: %s", spec.name, exc)
                 errors.append(f"feed {spec.name}: {exc}")
         return written, errors
+
+    def _render(self, view: FeedView, entries: tuple[Entry, ...], fmt: str) -> bytes:
+        """render_feed, skipped when the feed's view and entries (every field) equal those
+        of its last rendering: rendering is a pure function of them, and most passes (every
+        source 304, or new entries below a feed's limit) leave most feeds as they were."""
+        key = (view.name, fmt)
+        last = self._rendered.get(key)
+        if last is not None and last[0] == view and last[1] == entries:
+            return last[2]
+        data = render_feed(view, entries, fmt)
+        self._rendered[key] = (view, entries, data)
+        return data
 
     # --- the monitor ----------------------------------------------------------------------
 

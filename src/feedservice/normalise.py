@@ -817,6 +817,14 @@ def _ends_run(word: str) -> bool:
     return last == "." and not _is_abbreviation(word.lstrip(_OPENERS))
 
 
+# The last characters a token that ends a sentence can have: a token ending otherwise (nearly
+# every token) does not end one, which the scanner tests before calling _ends_sentence.
+_SENTENCE_TAILS = frozenset("\"”’')»!?:.")
+
+
+# A memo, not state: asked only of tokens ending in sentence punctuation, before every
+# capitalised word that follows one (the same sentence-final words recur across items).
+@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _ends_sentence(word: str) -> bool:
     last = word.rstrip("\"”’')»")[-1:]
     return last in ("!", "?", ":") or (last == "." and not _is_abbreviation(word.strip("\"”’')»")))
@@ -956,16 +964,19 @@ class _EntityScan:
                     run.append(nxt)
                     j += 1
                     continue
-                c = _run_word(nxt)
+                c, ended = _run_word(nxt)
                 if not c:
                     break
                 run.append(c)
                 j += 1
-                ended = _ends_run(nxt)
             resume = j
             if shouting:
                 continue
-            sentence_start = i == 0 or _ends_sentence(words[i - 1])
+            if i:
+                prev = words[i - 1]
+                sentence_start = prev[-1] in _SENTENCE_TAILS and _ends_sentence(prev)
+            else:
+                sentence_start = True
             if len(run) > 1:
                 found.extend(_run_names(tuple(run), sentence_start))
                 continue
@@ -1097,14 +1108,15 @@ def _single_name(tok: str, low: str, sentence_start: bool) -> str:
 
 
 @functools.lru_cache(maxsize=_TOKEN_MEMO)
-def _run_word(word: str) -> str:
-    """The core of a token that continues a capitalised run, "" when the run ends before it."""
+def _run_word(word: str) -> tuple[str, bool]:
+    """The core of a token that continues a capitalised run ("" when the run ends before
+    it) and whether the run ends with it."""
     if not word[:1].isupper():
-        return ""
+        return "", True
     c = _core(word)
     if not c or c.lower().rstrip(".") in _MONTHS or c.lower() in _WEEKDAYS:
-        return ""
-    return c
+        return "", True
+    return c, _ends_run(word)
 
 
 @functools.lru_cache(maxsize=_WINDOW_MEMO)
@@ -1191,12 +1203,24 @@ def canonical_link(link: str | None, base: str | None = None) -> str | None:
     if not link or not link.strip():
         return None
     link = link.strip()
-    if base:
-        link = urljoin(base.strip(), link)
-    try:
-        parts = urlsplit(link)
-    except ValueError:  # e.g. an invalid IPv6 literal
-        return None
+    parts = None
+    if link[:8].lower().startswith(("http://", "https://")) and ";" not in link:
+        # An absolute http(s) link with a host (nearly every feed item's) comes out of
+        # urljoin as it went in, up to splitting and joining again, which changes nothing
+        # we keep (urljoin drops an empty ";" parameter, hence the test): skip its parses.
+        try:
+            parts = urlsplit(link)
+        except ValueError:
+            parts = None  # urljoin below raises as before
+        if parts is not None and not (parts.scheme in ("http", "https") and parts.netloc):
+            parts = None
+    if parts is None:
+        if base:
+            link = urljoin(base.strip(), link)
+        try:
+            parts = urlsplit(link)
+        except ValueError:  # e.g. an invalid IPv6 literal
+            return None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/",
