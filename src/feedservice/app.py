@@ -128,8 +128,8 @@ class App:
         self._executor: ProcessPoolExecutor | None = None
         self._monitor: Monitor | None = None
         self._stories: dict[str, Entry | None] = {}
-        # (feed name, format) -> the view and entries last rendered and the bytes: see _render
-        self._rendered: dict[tuple[str, str], tuple[FeedView, tuple[Entry, ...], bytes]] = {}
+        # feed file -> (fingerprint of what it was rendered from, its size, its mtime_ns)
+        self._published: dict[Path, tuple[int, int, int]] = {}
         self._stats_dirty = False
         self.watches = {w.name: w for w in config.watches}
         self._lock = asyncio.Lock()
@@ -409,26 +409,41 @@ class App:
             try:
                 entries = tuple(self.store.latest_entries(spec.sources, spec.limit))
                 view = self.feed_view(spec)
+                # rendering is a pure function of the view and the entries (every field)
+                fingerprint = hash((view, entries))
                 for fmt in spec.formats:
                     path = feeds_dir / f"{spec.name}.{fmt}"
-                    if write_if_changed(path, self._render(view, entries, fmt)):
+                    if self._unchanged(path, fingerprint):
+                        continue
+                    if write_if_changed(path, render_feed(view, entries, fmt)):
                         written.append(path)
+                    self._remember(path, fingerprint)
             except FeedServiceError as exc:
                 log.error("feed %s: %s", spec.name, exc)
                 errors.append(f"feed {spec.name}: {exc}")
         return written, errors
 
-    def _render(self, view: FeedView, entries: tuple[Entry, ...], fmt: str) -> bytes:
-        """render_feed, skipped when the feed's view and entries (every field) equal those
-        of its last rendering: rendering is a pure function of them, and most passes (every
-        source 304, or new entries below a feed's limit) leave most feeds as they were."""
-        key = (view.name, fmt)
-        last = self._rendered.get(key)
-        if last is not None and last[0] == view and last[1] == entries:
-            return last[2]
-        data = render_feed(view, entries, fmt)
-        self._rendered[key] = (view, entries, data)
-        return data
+    def _unchanged(self, path: Path, fingerprint: int) -> bool:
+        """True when the feed file was rendered from inputs with this fingerprint and is still
+        the file written then: most passes (every source 304, new entries below a feed's
+        limit) leave most feeds as they were, and rendering is the costly part. Only the
+        fingerprint and the file's stat are kept, so memory does not grow with the feeds."""
+        last = self._published.get(path)
+        if last is None or last[0] != fingerprint:
+            return False
+        try:
+            st = path.stat()
+        except OSError:
+            return False  # gone (or unreadable): render and write it again
+        return (st.st_size, st.st_mtime_ns) == last[1:]
+
+    def _remember(self, path: Path, fingerprint: int) -> None:
+        try:
+            st = path.stat()
+        except OSError:
+            self._published.pop(path, None)
+            return
+        self._published[path] = (fingerprint, st.st_size, st.st_mtime_ns)
 
     # --- the monitor ----------------------------------------------------------------------
 
