@@ -186,6 +186,11 @@ def test_matches_are_never_reported_twice(store, now: datetime) -> None:  # type
     assert sm.entry.title == "Title 1"
     assert store.match_signatures("w") == [("wire", "id-1", [1, 2, 3])]
     assert store.is_matched("w", "wire", "id-1") and not store.is_matched("w", "wire", "id-2")
+    # near-duplicate grouping compares a new match with the latest matches only
+    later = MatchRow(Match("w", "id-2", 0.7, ()), "wire", [4, 5, 6])
+    store.add_matches([later], now=now + timedelta(minutes=1))
+    assert store.match_signatures("w", limit=1) == [("wire", "id-2", [4, 5, 6])]
+    assert len(store.match_signatures("w")) == 2
 
 
 def test_outbox_lease_retry_and_delivered_once(store, now: datetime) -> None:  # type: ignore[no-untyped-def]

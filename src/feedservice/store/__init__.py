@@ -68,6 +68,7 @@ T = TypeVar("T")
 
 # SQLite caps bound parameters per statement; stay well below it.
 _CHUNK = 500
+RECENT_SIGNATURES = 2000  # matches a new match of a watch is compared with (near duplicates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -754,13 +755,19 @@ class Store:
         return True
 
     @_translated
-    def match_signatures(self, watch: str) -> list[tuple[str, str, list[int]]]:
-        """(source, entry_id, signature) of the watch's matches, for near-duplicate grouping."""
+    def match_signatures(
+        self, watch: str, limit: int = RECENT_SIGNATURES
+    ) -> list[tuple[str, str, list[int]]]:
+        """(source, entry_id, signature) of the watch's ``limit`` latest matches, for
+        near-duplicate grouping: outlets republish a wire story within days, so the newest
+        matches are the ones a copy can join, and the work per new match stays bounded as a
+        watch's history grows."""
         with self._connect() as conn:
             rows = conn.execute(
-                select(matches.c.source, matches.c.entry_id, matches.c.signature).where(
-                    and_(matches.c.watch == watch, matches.c.signature.is_not(None))
-                )
+                select(matches.c.source, matches.c.entry_id, matches.c.signature)
+                .where(and_(matches.c.watch == watch, matches.c.signature.is_not(None)))
+                .order_by(matches.c.matched_at.desc())
+                .limit(limit)
             ).all()
         return [(r.source, r.entry_id, json.loads(r.signature)) for r in rows]
 
