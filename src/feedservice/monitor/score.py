@@ -43,7 +43,12 @@ W_ENTITIES = 0.4
 W_MARKS = 0.2
 YEAR_CONFLICT_PENALTY = 0.3
 NEIGHBOUR_FLOOR = 0.21  # the base blend's threshold (2-fold CV on ECB+ dev, both folds)
-RAW_THRESHOLD = 0.27  # the neighbourhood score's (leave-topics-out CV on ECB+ dev)
+# The neighbourhood score's threshold (leave-topics-out CV on ECB+ dev). Re-checked with
+# borrowed years (research harness, batch, threshold fitted on the training topics): string
+# order odd/even folds 0.248 and 0.219, leave-one-topic-out 0.230..0.265; numeric order 0.308
+# and 0.248, 0.232..0.248. 0.27 lies within the spread of the fold fits (0.219..0.308) at its
+# upper end, which favours a low hard-negative FP rate; kept rather than refitted on dev.
+RAW_THRESHOLD = 0.27
 DEFAULT_THRESHOLD = 0.5
 CALIBRATION_EXPONENT = math.log(DEFAULT_THRESHOLD) / math.log(RAW_THRESHOLD)
 
