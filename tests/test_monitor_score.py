@@ -211,6 +211,23 @@ def test_extractor_finds_names_dates_and_numbers() -> None:
     assert "checks" not in f.entities  # a Title Case headline word seen nowhere else as a name
 
 
+def test_punctuation_ends_a_name_and_a_glued_month_day_is_a_date() -> None:
+    f = analyse(
+        "Turkmen vote",
+        [
+            "Voting for MPs to the Majlis began in Turkmenistan on Dec.14.",
+            "Of 288 candidates, 37 stand in the capital of Turkmenistan - Ashgabat, watched by"
+            ' UN, OSCE and CIS observers. The Japan Self-Defense Forces sent the " American'
+            ' Pie " star.',
+        ],
+    )
+    names = set(f.names)
+    assert {"Ashgabat", "UN", "OSCE", "CIS", "American Pie"} <= names
+    assert not any(n.startswith("Turkmenistan ") or n.startswith("UN ") for n in names)
+    assert "Japan Self Defense Forces" in names  # a hyphen inside a name does not cut it
+    assert "md:12-14" in f.times and "n:288" in f.numbers
+
+
 def test_index_gives_the_same_matches_as_checking_every_watch() -> None:
     rng = random.Random(7)
     vocab = [f"{a}{b}{c}" for a in "bdfgk" for b in "aeiou" for c in "lmnrst"]
