@@ -211,6 +211,23 @@ def test_extractor_finds_names_dates_and_numbers() -> None:
     assert "checks" not in f.entities  # a Title Case headline word seen nowhere else as a name
 
 
+def test_punctuation_ends_a_name_and_a_glued_month_day_is_a_date() -> None:
+    f = analyse(
+        "Turkmen vote",
+        [
+            "Voting for MPs to the Majlis began in Turkmenistan on Dec.14.",
+            "Of 288 candidates, 37 stand in the capital of Turkmenistan - Ashgabat, watched by"
+            ' UN, OSCE and CIS observers. The Japan Self-Defense Forces sent the " American'
+            ' Pie " star.',
+        ],
+    )
+    names = set(f.names)
+    assert {"Ashgabat", "UN", "OSCE", "CIS", "American Pie"} <= names
+    assert not any(n.startswith("Turkmenistan ") or n.startswith("UN ") for n in names)
+    assert "Japan Self Defense Forces" in names  # a hyphen inside a name does not cut it
+    assert "md:12-14" in f.times and "n:288" in f.numbers
+
+
 def test_index_gives_the_same_matches_as_checking_every_watch() -> None:
     rng = random.Random(7)
     vocab = [f"{a}{b}{c}" for a in "bdfgk" for b in "aeiou" for c in "lmnrst"]
@@ -295,3 +312,45 @@ def test_recent_items_pool_is_bounded_fifo_and_finds_neighbours() -> None:
     assert [p.id for _, p in again.pool.nearest(probe, exclude="a")] == ["b"]
     with pytest.raises(ValueError, match="capacity"):
         RecentItems(capacity=0)
+
+
+def test_a_text_naming_no_year_borrows_the_years_of_its_nearest_item() -> None:
+    texts = {
+        # the 2008 quake: one report names the year, its closer sibling does not
+        "q08": "Quake hits Qeshm island\nA quake hit Qeshm island near Dargahan in 2008."
+        "\nFive people were hurt in Dargahan, the Qeshm governor said.",
+        "q08b": "Qeshm quake hurts five\nFive hurt as a quake struck near Dargahan on Sunday."
+        "\nTents were ready in Dargahan, the governor said.",
+        # the 2005 quake on the same island names its year
+        "q05": "Killer quake on Qeshm island\nA quake on Qeshm island killed ten people in 2005."
+        "\nVillages near Qeshm were levelled, officials said.",
+        "festival": "Harbour festival returns\nBoat parades and a night market along the quay.",
+    }
+    entries = {k: entry(k, v) for k, v in texts.items()}
+    story = entry(
+        "story",
+        "Quake hits Qeshm island\nA quake hit Qeshm island near Dargahan on Sunday."
+        "\nFive people were hurt in Dargahan, the Qeshm governor said.",
+        "newsroom",
+    )
+    watch = Watch(name="qeshm", title="Qeshm", threshold=0.0)
+    m = Monitor([WatchInput(watch, story)])
+    m.observe(list(entries.values()))
+    pool = m.pool
+    borrowed = pool.get("q08b")
+    assert borrowed is not None and borrowed.borrowed
+    assert borrowed.vectors.years == frozenset({"y:2008"})
+    own = pool.get("q05")
+    assert own is not None and not own.borrowed and own.vectors.years == frozenset({"y:2005"})
+    festival = pool.get("festival")  # close to nothing: nothing to borrow
+    assert festival is not None and not festival.borrowed and not festival.vectors.years
+    by_id = {x.entry_id: x for x in m.match(list(entries.values()))}
+    assert "different year: story 2008 (of its nearest item); item 2005" in by_id["q05"].reasons
+    assert not any(r.startswith("different year") for r in by_id["q08"].reasons)
+    # the same texts without the 2008: nothing to borrow, no penalty, the 2005 quake scores higher
+    undated = dict(entries, q08=entry("q08", texts["q08"].replace("in 2008", "on Sunday")))
+    m2 = Monitor([WatchInput(watch, story)])
+    m2.observe(list(undated.values()))
+    again = {x.entry_id: x for x in m2.match(list(undated.values()))}
+    assert not any(r.startswith("different year") for r in again["q05"].reasons)
+    assert again["q05"].score > by_id["q05"].score

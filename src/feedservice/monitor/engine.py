@@ -7,14 +7,15 @@ calls :meth:`Monitor.observe` then :meth:`Monitor.match` after every poll.
 Scoring is the neighbourhood score of :mod:`.score`: each watch story keeps its up to three
 nearest items (updated as items arrive, recomputed when the corpus statistics move on), each
 new item gets its own from the pool of recent items (:mod:`.neighbours`), and the two
-neighbourhoods are compared.
+neighbourhoods are compared. A story or item that names no year takes the years of its nearest
+item for the year-conflict penalty (:meth:`.neighbours.RecentItems.borrow_years`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from feedservice.model import Entry, Match, Watch
 from feedservice.monitor.dedup import group_near_duplicates, signature
@@ -153,13 +154,17 @@ class Monitor:
             self._features.move_to_end(entry.id)
             while len(self._features) > _FEATURE_CACHE:
                 self._features.popitem(last=False)
+        self.pool.borrow_years([entry.id for entry, _ in analysed])
 
     def remember(self, entries: Sequence[Entry]) -> None:
         """Pool entries already counted in the statistics (e.g. the stored entries after a
         restart, oldest first), so new items find their neighbours among them."""
+        added = []
         for entry in entries:
             if entry.id not in self.pool:
                 self.pool.add(entry.id, entry.title, vectorise(analyse_entry(entry), self.stats))
+                added.append(entry.id)
+        self.pool.borrow_years(added)
 
     # --- profiles, index and story neighbourhoods -----------------------------------------------
 
@@ -172,7 +177,9 @@ class Monitor:
         self._story_slots = []
         for slot, st in enumerate(self._states):
             if st.story_features is not None and st.story is not None:
-                st.story_vectors = vectorise(st.story_features, self.stats)
+                st.story_vectors = self._with_years(
+                    vectorise(st.story_features, self.stats), st.story.id
+                )
                 st.raw_threshold = uncalibrate(st.threshold)
                 self._index.add_profile(slot, st.story_vectors)
                 self._story_slots.append(slot)
@@ -187,6 +194,13 @@ class Monitor:
             [NEIGHBOUR_FLOOR]
             + [st.raw_threshold for st in self._states if st.story_vectors is not None]
         )
+
+    def _with_years(self, vectors: Vectors, own_id: str) -> Vectors:
+        """``vectors``, with the years of the nearest pooled item if it names none."""
+        if vectors.years:
+            return vectors
+        years = self.pool.years_near(vectors, exclude=own_id)
+        return replace(vectors, years=years) if years else vectors
 
     def _offer(self, slot: int, sim: float, item: PoolItem) -> None:
         """``item`` is related to the story of ``slot``: keep it if among the K nearest."""
@@ -230,10 +244,10 @@ class Monitor:
 
     def relatedness(self, story: Entry, entry: Entry) -> float:
         """The calibrated neighbourhood score of ``entry`` against ``story`` now."""
-        a = vectorise(analyse_entry(story), self.stats)
-        b = vectorise(analyse_entry(entry), self.stats)
         if story.id == entry.id:
             return 1.0
+        a = self._with_years(vectorise(analyse_entry(story), self.stats), story.id)
+        b = self._with_years(vectorise(analyse_entry(entry), self.stats), entry.id)
         story_side = [
             (story.id, a),
             *((p.id, p.vectors) for _, p in self.pool.nearest(a, exclude=story.id)),
@@ -256,12 +270,19 @@ class Monitor:
         self._base_cache = {}
         items = [self._item(e) for e in entries]
         pool = self.pool
+        fresh = [it.entry.id for it in items if it.entry.id not in pool]
+        for item in items:
+            if item.entry.id not in pool:
+                pool.add(item.entry.id, item.entry.title, item.vectors)
+        pool.borrow_years(fresh)
         # Pass 1: every item's neighbours, its direct similarity to the stories, and the
         # stories' neighbourhoods updated with the batch (a batch is judged as a whole).
         for item in items:
             pooled = pool.get(item.entry.id)
-            if pooled is None:
+            if pooled is None:  # a batch larger than the pool evicted it again
                 pooled = pool.add(item.entry.id, item.entry.title, item.vectors)
+            if pooled.borrowed and not item.vectors.years:
+                item.vectors = replace(item.vectors, years=pooled.vectors.years)
             item.neighbours = pool.nearest(item.vectors, exclude=item.entry.id, keys=pooled.keys)
             item.direct = self._direct(item.vectors)
             self._memo(item.entry.id, item.direct)

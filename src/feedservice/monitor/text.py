@@ -106,6 +106,10 @@ _SENT_SPLIT_RE = re.compile(r"(?<=[.!?\"”])\s+(?=[\"“‘(]?[A-Z0-9])")
 _YEAR_RE = re.compile(r"^(1[89]\d\d|20\d\d)$")
 _NUM_RE = re.compile(r"^\d+(?:\.\d+)?$")
 _ORDINAL_RE = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)$")
+# Punctuation between two capitalised words ends a name: "Turkmenistan - Ashgabat", "UN, OSCE",
+# '"American Pie" star'. A hyphen inside a word ("Self-Defense") does not.
+_TOKEN_OR_BREAK_RE = re.compile(_TOKEN_RE.pattern + r"|[,;:()\[\]\"“”/–—]|(?<=\s)-|-(?=\s)")
+_MONTH_DAY_RE = re.compile(r"^([A-Za-z]{3,9})\.(\d{1,2})\.?$")  # "Dec.14"
 
 
 def html_to_paragraphs(content_html: str) -> list[str]:
@@ -136,6 +140,29 @@ def stem(word: str) -> str:
     if word.endswith("ed") and len(word) > 5:
         return word[:-2]
     return word
+
+
+def _tokenise(text: str) -> tuple[list[str], list[bool]]:
+    """Cleaned tokens, and for each whether punctuation that ends a name stands before it."""
+    tokens: list[str] = []
+    cuts: list[bool] = []
+    cut = False
+    for raw in _TOKEN_OR_BREAK_RE.findall(text):
+        if not raw[0].isalnum():
+            cut = True
+            continue
+        token = _clean(raw)
+        if "." in token:
+            md = _MONTH_DAY_RE.match(token)
+            if md and md.group(1).lower() in MONTHS:  # "Dec.14" -> "Dec", "14"
+                tokens += [md.group(1), md.group(2)]
+                cuts += [cut, False]
+                cut = False
+                continue
+        tokens.append(token)
+        cuts.append(cut)
+        cut = False
+    return tokens, cuts
 
 
 def _clean(token: str) -> str:
@@ -191,15 +218,20 @@ def _next_is_capital(tokens: list[str]) -> bool:
 def analyse(title: str, paragraphs: list[str]) -> Features:
     """Extract :class:`Features` from a title and plain-text paragraphs."""
     sentences: list[tuple[list[str], float]] = []
+    cuts: list[list[bool]] = []
     # Title Case is a headline's style, not prose: only the title and lines without a closing
     # full stop can be headlines ("The talks were attended by U.S. Secretary ..." is prose).
     may_head: list[bool] = []
     if title.strip():
-        sentences.append(([_clean(t) for t in _TOKEN_RE.findall(title)], TITLE_WEIGHT))
+        tokens, cut = _tokenise(title)
+        sentences.append((tokens, TITLE_WEIGHT))
+        cuts.append(cut)
         may_head.append(True)
     for paragraph in paragraphs:
         for sentence in split_sentences(paragraph):
-            sentences.append(([_clean(t) for t in _TOKEN_RE.findall(sentence)], 1.0))
+            tokens, cut = _tokenise(sentence)
+            sentences.append((tokens, 1.0))
+            cuts.append(cut)
             may_head.append(not sentence.rstrip().endswith((".", "!", "?", '"', "”")))
 
     # A capitalised word at the start of a sentence or in a Title Case headline counts as a name
@@ -223,7 +255,7 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
     numbers: set[str] = set()
     length = 0
 
-    for (tokens, weight), headline in zip(sentences, heads, strict=True):
+    for (tokens, weight), headline, cut in zip(sentences, heads, cuts, strict=True):
         run: list[str] = []
 
         def flush(run: list[str]) -> None:
@@ -238,6 +270,8 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
         for i, tok in enumerate(tokens):
             if not tok:
                 continue
+            if cut[i]:
+                flush(run)
             low = tok.lower()
             length += 1
             # --- numbers and dates
