@@ -1,0 +1,268 @@
+"""Entries by (source, id) and the story files they were read from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.engine import Row
+
+from feedservice.model import Entry
+from feedservice.store._base import StoreBase, _chunks, _translated
+from feedservice.store.schema import entries, story_files
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    new: tuple[Entry, ...]
+    changed: tuple[Entry, ...]
+    unchanged: int
+
+
+class EntriesMixin(StoreBase):
+    """Entries by (source, id) and the story files they came from."""
+
+    # --- entries --------------------------------------------------------------------------
+
+    @_translated
+    def upsert_entries(
+        self,
+        source: str,
+        batch: Sequence[Entry],
+        *,
+        now: datetime,
+        raw_hashes: Mapping[str, str] | None = None,
+    ) -> UpsertResult:
+        """Insert new entries and update changed ones, by (source, id).
+
+        ``updated`` moves only when ``content_hash`` changes; an undated entry keeps the
+        time it was first seen as ``published`` (stable across restarts). ``raw_hashes``
+        (entry id -> hash of the item as parsed) is stored beside the entries for
+        :meth:`raw_hashes`."""
+        if not batch:
+            return UpsertResult((), (), 0)
+        hashes: Mapping[str, str] = raw_hashes or {}
+        new: list[Entry] = []
+        changed: list[Entry] = []
+        unchanged = 0
+        with self._tx() as conn:
+            existing: dict[str, Any] = {}
+            ids = [e.id for e in batch]
+            for chunk in _chunks(ids):
+                for found in conn.execute(
+                    select(
+                        entries.c.id,
+                        entries.c.content_hash,
+                        entries.c.published,
+                        entries.c.updated,
+                        entries.c.raw_hash,
+                    ).where(and_(entries.c.source == source, entries.c.id.in_(chunk)))
+                ):
+                    existing[found.id] = found
+            inserts: list[dict[str, Any]] = []
+            rehash: list[dict[str, Any]] = []
+            for entry in batch:
+                raw_hash = hashes.get(entry.id)
+                row = existing.get(entry.id)
+                if row is None:
+                    values = _entry_values(entry, first_seen=now)
+                    values["raw_hash"] = raw_hash
+                    inserts.append(values)
+                    new.append(entry)
+                    continue
+                if row.content_hash == entry.content_hash:
+                    unchanged += 1
+                    if raw_hash is not None and row.raw_hash != raw_hash:
+                        rehash.append({"b_id": entry.id, "b_raw_hash": raw_hash})
+                    continue
+                published = entry.published if entry.dated else row.published
+                updated = entry.updated if entry.dated and entry.updated > row.updated else now
+                stored = replace(entry, published=published, updated=max(updated, published))
+                values = _entry_values(stored, first_seen=None)
+                values["raw_hash"] = raw_hash
+                conn.execute(
+                    update(entries)
+                    .where(and_(entries.c.source == source, entries.c.id == entry.id))
+                    .values(**values)
+                )
+                changed.append(stored)
+            if inserts:
+                conn.execute(insert(entries), inserts)
+            if rehash:
+                conn.execute(
+                    update(entries)
+                    .where(and_(entries.c.source == source, entries.c.id == bindparam("b_id")))
+                    .values(raw_hash=bindparam("b_raw_hash")),
+                    rehash,
+                )
+        return UpsertResult(tuple(new), tuple(changed), unchanged)
+
+    @_translated
+    def raw_hashes(self, source: str) -> dict[str, str | None]:
+        """Entry id -> the stored hash of the item as parsed (None when unknown) for every
+        entry of ``source``: an item whose hash is unchanged need not be normalised again."""
+        with self._connect() as conn:
+            rows = conn.execute(_RAW_HASHES, {"b_source": source})
+            return {row.id: row.raw_hash for row in rows}
+
+    @_translated
+    def delete_entries(self, source: str, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        removed = 0
+        with self._tx() as conn:
+            for chunk in _chunks(ids):
+                done = conn.execute(
+                    delete(entries).where(and_(entries.c.source == source, entries.c.id.in_(chunk)))
+                )
+                removed += int(done.rowcount or 0)
+        return removed
+
+    @_translated
+    def latest_entries(self, source_names: Sequence[str], limit: int) -> list[Entry]:
+        """Newest first by published, then id, so the order is deterministic."""
+        q = (
+            select(entries)
+            .where(entries.c.source.in_(list(source_names)))
+            .order_by(entries.c.published.desc(), entries.c.id)
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return [_row_entry(r) for r in conn.execute(q)]
+
+    @_translated
+    def entry_by_link(self, link: str) -> Entry | None:
+        with self._connect() as conn:
+            row = conn.execute(select(entries).where(entries.c.link == link).limit(1)).first()
+        return None if row is None else _row_entry(row)
+
+    @_translated
+    def get_entries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Entry]:
+        """(source, id) -> Entry for the keys that exist."""
+        found: dict[tuple[str, str], Entry] = {}
+        with self._connect() as conn:
+            for chunk in _chunks(list(keys)):
+                q = select(entries).where(tuple_(entries.c.source, entries.c.id).in_(chunk))
+                for row in conn.execute(q):
+                    found[(row.source, row.id)] = _row_entry(row)
+        return found
+
+    @_translated
+    def iter_entries(
+        self, *, batch: int = 1000, newest: int | None = None
+    ) -> Iterator[list[Entry]]:
+        """Every stored entry (or only the ``newest`` N), oldest first, in batches: the
+        monitor's backlog pass and its pool of recent items after a restart."""
+        last = 0
+        if newest is not None:
+            with self._connect() as conn:
+                row = conn.execute(
+                    select(entries.c.pk).order_by(entries.c.pk.desc()).offset(newest).limit(1)
+                ).first()
+            last = 0 if row is None else int(row[0])
+        while True:
+            with self._connect() as conn:
+                rows = conn.execute(
+                    select(entries).where(entries.c.pk > last).order_by(entries.c.pk).limit(batch)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].pk
+            yield [_row_entry(r) for r in rows]
+
+    @_translated
+    def count_entries(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
+
+    # --- story files ----------------------------------------------------------------------
+
+    @_translated
+    def story_files(self, source: str) -> dict[str, tuple[int, int, str | None, str | None]]:
+        """path -> (mtime_ns, size, entry_id or None, the parse error or None)."""
+        with self._connect() as conn:
+            rows = conn.execute(select(story_files).where(story_files.c.source == source))
+            return {r.path: (r.mtime_ns, r.size, r.entry_id, r.error) for r in rows}
+
+    @_translated
+    def save_story_files(
+        self,
+        source: str,
+        seen: Sequence[tuple[str, int, int, str | None, str | None]],
+        removed: Sequence[str],
+    ) -> None:
+        """Record (path, mtime_ns, size, entry_id, error) for files read this poll."""
+        with self._tx() as conn:
+            paths = [s[0] for s in seen] + list(removed)
+            for chunk in _chunks(paths):
+                conn.execute(
+                    delete(story_files).where(
+                        and_(story_files.c.source == source, story_files.c.path.in_(chunk))
+                    )
+                )
+            if seen:
+                conn.execute(
+                    insert(story_files),
+                    [
+                        {
+                            "source": source,
+                            "path": p,
+                            "mtime_ns": m,
+                            "size": s,
+                            "entry_id": e,
+                            "error": err,
+                        }
+                        for p, m, s, e, err in seen
+                    ],
+                )
+
+
+_RAW_HASHES = select(entries.c.id, entries.c.raw_hash).where(
+    entries.c.source == bindparam("b_source")
+)
+
+
+def _entry_values(entry: Entry, *, first_seen: datetime | None) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "source": entry.source,
+        "id": entry.id,
+        "title": entry.title,
+        "link": entry.link,
+        "published": entry.published,
+        "updated": entry.updated,
+        "dated": entry.dated,
+        "author": entry.author,
+        "summary": entry.summary,
+        "content_html": entry.content_html,
+        "content_hash": entry.content_hash,
+        "tags": json.dumps(list(entry.tags)),
+        "entities": json.dumps(list(entry.entities)),
+        "keywords": json.dumps(list(entry.keywords)),
+        "story_path": entry.story_path,
+    }
+    if first_seen is not None:
+        values["first_seen"] = first_seen
+    return values
+
+
+def _row_entry(row: Row[Any]) -> Entry:
+    return Entry(
+        id=row.id,
+        source=row.source,
+        title=row.title,
+        link=row.link,
+        published=row.published,
+        updated=row.updated,
+        summary=row.summary,
+        content_html=row.content_html,
+        content_hash=row.content_hash,
+        dated=bool(row.dated),
+        author=row.author,
+        tags=tuple(json.loads(row.tags)),
+        entities=tuple(json.loads(row.entities)),
+        keywords=tuple(json.loads(row.keywords)),
+        story_path=row.story_path,
+    )
