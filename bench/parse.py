@@ -153,12 +153,13 @@ def agreement(a: Sequence[Key], b: Sequence[Key]) -> tuple[int, int, list[tuple[
 def timed(fn: Callable[[], object], runs: int) -> float:
     """Median CPU seconds of this process: other processes on the machine barely move it.
 
-    parse.py memoises date strings (a feed repeats them on every poll); the memo is
-    emptied before each run so every run starts cold, like a first poll.
+    parse.py memoises date strings and URL joins (a feed repeats them on every poll); the
+    memos are emptied before each run so every run starts cold, like a first poll.
     """
     samples = []
     for _ in range(runs):
         feedservice.parse._parse_date_text.cache_clear()
+        feedservice.parse._join.cache_clear()
         start = time.process_time()
         fn()
         samples.append(time.process_time() - start)
