@@ -864,11 +864,6 @@ def _inner_markup(el: Any) -> str:
     return whole[whole.index(">") + 1 : whole.rindex("</")]
 
 
-def _markup_or_text(el: Any) -> str | None:
-    """RSS description / content:encoded: escaped HTML as text, or unescaped markup as is."""
-    return _inner_markup(el) if len(el) else _text(el)
-
-
 def _parse_fast(utf8: bytes, *, url: str, max_items: int) -> RawFeed | None:
     """The lxml fast path; None means "not a document I can read, try feedparser"."""
     root, truncated = _parse_xml(utf8)
@@ -893,27 +888,80 @@ def _read_root(root: Any, *, url: str, max_items: int) -> RawFeed | None:
         channel = root.find("channel")
         if channel is None:
             return None
-        items = channel.findall("item") or root.findall("item")
-        return _rss_feed(channel, items, ns="", url=base, max_items=max_items)
+        head = _channel_head(channel, "")
+        items = head.items or root.findall("item")
+        return _rss_feed(head, items, ns="", url=base, max_items=max_items)
     if tag == f"{{{_RDF}}}RDF":
         for ns in (_RSS10, _RSS090):
             channel = root.find(f"{{{ns}}}channel")
             if channel is not None:
-                items = root.findall(f"{{{ns}}}item") or channel.findall(f"{{{ns}}}item")
-                return _rss_feed(channel, items, ns=f"{{{ns}}}", url=base, max_items=max_items)
+                head = _channel_head(channel, f"{{{ns}}}")
+                items = root.findall(f"{{{ns}}}item") or head.items
+                return _rss_feed(head, items, ns=f"{{{ns}}}", url=base, max_items=max_items)
         return None
     if tag in (f"{{{_ATOM10}}}feed", f"{{{_ATOM03}}}feed", "feed"):
         return _atom_feed(root, ns=tag[: -len("feed")], url=base, max_items=max_items)
     return None
 
 
-def _ttl_from(channel: Any) -> float | None:
+@dataclasses.dataclass(slots=True)
+class _ChannelHead:
+    """What an RSS channel says about itself (the first of each element), and its items."""
+
+    title: Any = None  # elements: their text may hold markup
+    description: Any = None
+    link: str | None = None  # texts, as findtext() gives them
+    ttl: str | None = None
+    period: str | None = None
+    frequency: str | None = None
+    items: list[Any] = dataclasses.field(default_factory=list)
+
+
+_SY_PERIOD_TAG = f"{{{_SY}}}updatePeriod"
+_SY_FREQUENCY_TAG = f"{{{_SY}}}updateFrequency"
+
+
+def _channel_head(channel: Any, ns: str) -> _ChannelHead:
+    # One pass over the channel's children instead of a find() per field: each find runs
+    # lxml's ElementPath machinery in Python, which costs more than a small feed's items.
+    head = _ChannelHead()
+    item_tag, title_tag, link_tag, description_tag = (
+        f"{ns}item",
+        f"{ns}title",
+        f"{ns}link",
+        f"{ns}description",
+    )
+    for child in channel:
+        tag = child.tag
+        if tag == item_tag:
+            head.items.append(child)
+        elif tag == title_tag:
+            if head.title is None:
+                head.title = child
+        elif tag == link_tag:
+            if head.link is None:
+                head.link = child.text or ""
+        elif tag == description_tag:
+            if head.description is None:
+                head.description = child
+        elif tag == "ttl":
+            if head.ttl is None:
+                head.ttl = child.text or ""
+        elif tag == _SY_PERIOD_TAG:
+            if head.period is None:
+                head.period = child.text or ""
+        elif tag == _SY_FREQUENCY_TAG and head.frequency is None:
+            head.frequency = child.text or ""
+    return head
+
+
+def _ttl_from(head: _ChannelHead) -> float | None:
     found: list[float] = []
-    ttl = (channel.findtext("ttl") or "").strip()
+    ttl = (head.ttl or "").strip()
     if ttl.isdigit() and int(ttl) > 0:
         found.append(int(ttl) * 60.0)
-    period = (channel.findtext(f"{{{_SY}}}updatePeriod") or "").strip().lower()
-    frequency = (channel.findtext(f"{{{_SY}}}updateFrequency") or "").strip()
+    period = (head.period or "").strip().lower()
+    frequency = (head.frequency or "").strip()
     if period or frequency:
         seconds = _SY_PERIODS.get((period or "daily").encode())
         times = int(frequency) if frequency.isdigit() else 1
@@ -922,17 +970,19 @@ def _ttl_from(channel: Any) -> float | None:
     return max(found) if found else None
 
 
-def _rss_feed(channel: Any, items: list[Any], *, ns: str, url: str, max_items: int) -> RawFeed:
-    feed_link = _str_or_none(channel.findtext(f"{ns}link"))
+def _rss_feed(
+    head: _ChannelHead, items: list[Any], *, ns: str, url: str, max_items: int
+) -> RawFeed:
+    feed_link = _str_or_none(head.link)
     root_base = _base(None, feed_link, url)
     tags = _rss_tags(ns)
     out = _collect((_rss_item(item, tags, root_base) for item in items), max_items)
     return RawFeed(
         items=out,
-        title=_str_or_none(_text_of(channel.find(f"{ns}title"))),
+        title=_str_or_none(_text_of(head.title)),
         link=feed_link,
-        subtitle=_str_or_none(_text_of(channel.find(f"{ns}description"))),
-        ttl=_ttl_from(channel),
+        subtitle=_str_or_none(_text_of(head.description)),
+        ttl=_ttl_from(head),
         parser="fast",
     )
 
@@ -994,40 +1044,47 @@ def _rss_item(item: Any, tags: Mapping[str, int], root_base: str) -> RawItem:
         field = tags.get(child.tag)
         if field is None:
             continue
-        if field == _F_CATEGORY:
-            term = _clean(_text(child))
-            if term and term not in categories:
-                categories.append(term)
-            continue
         if field == _F_ATOMLINK:
             if not taken & (1 << _F_LINK) and child.get("rel", "alternate") == "alternate":
-                link = child.get("href")
+                link = _clean(child.get("href"))
                 taken |= 1 << _F_LINK
             continue
         bit = 1 << field
-        if taken & bit:
+        if taken & bit and field != _F_CATEGORY:
             continue
         taken |= bit
+        # _text inlined, and RSS markup read as it is when it was not escaped: this loop
+        # runs for every child of every item.
+        value: str | None
+        if len(child):
+            if field in (_F_DESCRIPTION, _F_CONTENT):
+                value = _inner_markup(child)
+            else:
+                value = "".join(child.itertext())
+        else:
+            value = child.text
+        value = (value.strip() or None) if value else None
         if field == _F_DESCRIPTION:
-            description = _markup_or_text(child)
-        elif field == _F_CONTENT:
-            content = _markup_or_text(child)
+            description = value
         elif field == _F_TITLE:
-            title = _text(child)
+            title = value
         elif field == _F_LINK:
-            link = _text(child)
+            link = value
         elif field == _F_GUID:
-            guid = _text(child)
+            guid = value
             # RSS 2.0: a guid is the item's permalink unless isPermaLink="false".
             guid_is_link = (child.get("isPermaLink") or "true").strip() == "true"
         elif field == _F_PUBLISHED:
-            published = _text(child)
+            published = value
+        elif field == _F_CONTENT:
+            content = value
+        elif field == _F_CATEGORY:
+            if value and value not in categories:
+                categories.append(value)
         elif field == _F_UPDATED:
-            updated = _text(child)
+            updated = value
         else:
-            author = _text(child)
-    guid = _clean(guid)
-    link = _clean(link)
+            author = value
     if link is None and guid is not None and guid_is_link:
         link = guid
     if guid is None:  # RSS 1.0 names its item by rdf:about
@@ -1035,13 +1092,13 @@ def _rss_item(item: Any, tags: Mapping[str, int], root_base: str) -> RawItem:
     item_base = item.get(_XML_BASE)
     return RawItem(
         id=guid,
-        title=_clean(title),
+        title=title,
         link=link,
-        published=_date(published),
-        updated=_date(updated),
-        author=_clean(author),
-        summary_html=_clean(description),
-        content_html=_clean(content),
+        published=_parse_date_text(published) if published else None,
+        updated=_parse_date_text(updated) if updated else None,
+        author=author,
+        summary_html=description,
+        content_html=content,
         tags=tuple(categories),
         base=_join(root_base, item_base) if item_base else root_base,
     )
@@ -1087,13 +1144,29 @@ def _atom_content(el: Any) -> tuple[str | None, bool]:
 def _atom_feed(root: Any, *, ns: str, url: str, max_items: int) -> RawFeed:
     feed_link = _atom_link(root, ns)
     root_base = _base(None, feed_link, url)
-    entries = root.iterchildren(f"{ns}entry")
+    # One pass over the feed's children, not a find() per field (see _channel_head).
+    entries: list[Any] = []
+    title_el = subtitle_el = tagline_el = None
+    entry_tag, title_tag, subtitle_tag, tagline_tag = (
+        f"{ns}entry",
+        f"{ns}title",
+        f"{ns}subtitle",
+        f"{ns}tagline",  # Atom 0.3
+    )
+    for child in root:
+        tag = child.tag
+        if tag == entry_tag:
+            entries.append(child)
+        elif tag == title_tag:
+            title_el = child if title_el is None else title_el
+        elif tag == subtitle_tag:
+            subtitle_el = child if subtitle_el is None else subtitle_el
+        elif tag == tagline_tag and tagline_el is None:
+            tagline_el = child
+    if subtitle_el is None:
+        subtitle_el = tagline_el
     tags = _atom_tags(ns)
     out = _collect((_atom_entry(e, ns, tags, root_base) for e in entries), max_items)
-    title_el = root.find(f"{ns}title")
-    subtitle_el = root.find(f"{ns}subtitle")
-    if subtitle_el is None:
-        subtitle_el = root.find(f"{ns}tagline")  # Atom 0.3
     return RawFeed(
         items=out,
         title=_str_or_none(_text_of(title_el)),
