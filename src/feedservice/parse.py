@@ -4,14 +4,18 @@ Feeds (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.0/1.1) take one of three path
 
 * JSON Feed: :mod:`json`, mapped field by field (https://www.jsonfeed.org/version/1.1/).
 * XML, fast path: our own reader over one strict, hardened lxml parse. Measured here
-  (``bench/parse.py``) it matches fastfeedparser's speed, about 50x feedparser's throughput
-  on real-world feeds, and agrees with feedparser on >= 99% of items (id, title, link,
+  (``bench/parse.py``, docs/benchmarks.md) it reads real-world feeds at 40-50x
+  feedparser's throughput, about two thirds of fastfeedparser's speed (lxml's own parse
+  is half of the time), and agrees with feedparser on >= 99% of items (id, title, link,
   date) where fastfeedparser did not: it invents ids from links, takes a guid with
   isPermaLink="false" as the link and drops XHTML titles, and it parses with
   ``huge_tree=True``. Like fastfeedparser it neither sanitises nor resolves links: the
   normalise step does both for every entry, whatever parser produced it (issue 3, item 5).
   Two common slips are repaired first (HTML entities such as ``&nbsp;``, undeclared
-  namespace prefixes); anything else not well-formed goes to the fallback.
+  namespace prefixes), and a document cut off before its end (open elements or an open
+  CDATA section, nothing else wrong) is read up to the cut by libxml2's recover mode when
+  every item start tag in it became an item; anything else not well-formed goes to the
+  fallback.
 * XML, fallback: feedparser, for documents the fast path rejects. Its ``parse()`` never
   raises, so the bozo policy (after lemon24/reader's ``_parser/feedparser.py``) decides:
   bozo with entries is accepted; no entries plus a real XML or encoding error, or no
@@ -23,8 +27,9 @@ a guid is the link unless isPermaLink="false"), so an item's id never depends on
 An item's date is ``published or updated``.
 
 Hostile input (issue 3, item 6): lxml runs with ``resolve_entities=False``,
-``load_dtd=False``, ``no_network=True`` and ``huge_tree=False``; feedparser's SAX reader
-has external entities off and expat's amplification limits. Entity bombs stay unexpanded
+``load_dtd=False``, ``no_network=True`` and ``huge_tree=False``, strict or recovering a
+cut-off document; feedparser's SAX reader has external entities off and expat's
+amplification limits. Entity bombs stay unexpanded
 (libxml2 refuses them; feedparser leaves ``&name;`` as text) and an external ``SYSTEM``
 entity never reads a local file. Nothing here does network I/O.
 
