@@ -1205,6 +1205,7 @@ def _atom_entry(entry: Any, ns: str, tags: Mapping[str, int], root_base: str) ->
     taken = 0  # a bit per field already read
     categories: list[str] = []
     content_base = None
+    name_tag = f"{ns}name"
     for child in entry:
         field = tags.get(child.tag)
         if field is None:
@@ -1236,18 +1237,21 @@ def _atom_entry(entry: Any, ns: str, tags: Mapping[str, int], root_base: str) ->
             else:
                 content = (value, is_html)
             content_base = content_base or child.get(_XML_BASE)
-        elif field == _F_ID:
-            entry_id = _text(child)
-        elif field == _F_UPDATED:
-            updated = _text(child)
-        elif field == _F_PUBLISHED:
-            published = _text(child)
-        elif field == _F_ISSUED:
-            issued = _text(child)
-        elif field == _F_MODIFIED:
-            modified = _text(child)
+        elif field == _F_AUTHOR:
+            # The first name child's text, as findtext() would give it, without ElementPath.
+            author = next((sub.text or "" for sub in child if sub.tag == name_tag), None)
         else:
-            author = child.findtext(f"{ns}name")
+            value = "".join(child.itertext()) if len(child) else child.text  # _text inlined
+            if field == _F_ID:
+                entry_id = value
+            elif field == _F_UPDATED:
+                updated = value
+            elif field == _F_PUBLISHED:
+                published = value
+            elif field == _F_ISSUED:
+                issued = value
+            else:
+                modified = value
     entry_id = _clean(entry_id)
     link = _clean(link)
     if link is None and entry_id and entry_id.startswith(("http://", "https://")):
