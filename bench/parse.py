@@ -5,8 +5,9 @@ Run: ``.venv/bin/python bench/parse.py [--runs 5] [--corpus DIR]``
 The corpus defaults to ``data/feeds-realworld`` in the ``shared`` folder beside the repository.
 Every XML feed there (``.xml .rss .atom .rdf``; HTML pages, OPML files and the parser
 projects' expected-output ``.json`` files are left out) is parsed by both in this process,
-``--runs`` times; the table shows the median CPU seconds and MB/s, items, the ratio to
-feedparser and how many items agree on id, title, link and date (issue 3: >= 50x with >= 99% equal).
+in ``--runs`` rounds that alternate the parsers; the table shows the median CPU seconds and
+MB/s, items, the ratio to feedparser and how many items agree on id, title, link and date
+(issue 3: >= 50x with >= 99% equal).
 JSON Feeds are timed on their own (feedparser cannot read them).
 """
 
@@ -150,19 +151,25 @@ def agreement(a: Sequence[Key], b: Sequence[Key]) -> tuple[int, int, list[tuple[
     return equal, max(len(a), len(b)), diffs
 
 
-def timed(fn: Callable[[], object], runs: int) -> float:
-    """Median CPU seconds of this process: other processes on the machine barely move it.
+def timed(fns: Sequence[Callable[[], object]], runs: int) -> list[float]:
+    """Median CPU seconds of this process for each of ``fns``, run in turn in every round.
 
-    parse.py memoises date strings (a feed repeats them on every poll); the memo is
-    emptied before each run so every run starts cold, like a first poll.
+    CPU seconds barely move with other processes' work, but on a shared machine they still
+    drift (caches, clock speed); running the parsers in alternation rather than one after
+    the other puts them under the same conditions, so the ratios hold better than the
+    absolute figures. parse.py memoises date strings and URL joins (a feed repeats them on
+    every poll); the memos are emptied before each run so every run starts cold, like a
+    first poll.
     """
-    samples = []
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
-        feedservice.parse._parse_date_text.cache_clear()
-        start = time.process_time()
-        fn()
-        samples.append(time.process_time() - start)
-    return statistics.median(samples)
+        for fn, out in zip(fns, samples, strict=True):
+            feedservice.parse._parse_date_text.cache_clear()
+            feedservice.parse._join.cache_clear()
+            start = time.process_time()
+            fn()
+            out.append(time.process_time() - start)
+    return [statistics.median(out) for out in samples]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,12 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 fastfeedparser.parse(body)
 
-    t_fp = timed(run_feedparser, args.runs)
-    t_ours = timed(run_ours, args.runs)
-    t_ffp = timed(run_fastfeedparser, args.runs)
-    t_fp_fast = timed(run_feedparser_on_fast, args.runs)
-    t_fast = timed(run_fast_only, args.runs)
-    t_json = timed(run_json, args.runs) if json_bodies else 0.0
+    t_fp, t_ours, t_ffp, t_fp_fast, t_fast = timed(
+        (run_feedparser, run_ours, run_fastfeedparser, run_feedparser_on_fast, run_fast_only),
+        args.runs,
+    )
+    t_json = timed((run_json,), args.runs)[0] if json_bodies else 0.0
     json_mb = sum(len(b) for _, b in json_bodies) / 1e6
 
     print(f"corpus: {len(bodies)} XML feeds, {megabytes:.2f} MB; median of {args.runs} runs")

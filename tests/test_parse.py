@@ -192,11 +192,15 @@ def test_title_only_story() -> None:
 # --- hostile and broken input ---------------------------------------------------------------------
 
 
-def test_billion_laughs_is_not_expanded() -> None:
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "cut-off"])
+def test_billion_laughs_is_not_expanded(cut: bool) -> None:
+    body = read("bomb.xml")
+    if cut:  # cut off before its last end tag: the recover parse must not expand it either
+        body = body[: body.rindex(b"</")]
     tracemalloc.start()
     try:
         try:
-            feed: RawFeed | None = parse_feed(read("bomb.xml"), url="https://bomb.example.org/")
+            feed: RawFeed | None = parse_feed(body, url="https://bomb.example.org/")
         except ParseError:
             feed = None
         _, peak = tracemalloc.get_traced_memory()
@@ -272,6 +276,50 @@ def test_ill_formed_feed_goes_to_feedparser_and_is_accepted_with_entries() -> No
         "Still readable",
         "https://broken.example.org/1",
     )
+
+
+def test_truncated_document_stays_on_the_fast_path_when_every_item_survives() -> None:
+    # Cut off inside a CDATA section, as by a dropped connection or a size cap.
+    body = rss(
+        "<item><title>One</title><guid>1</guid><pubDate>Wed, 02 Nov 2011 17:25:27 -0530</pubDate>"
+        "</item><item><title>Two</title><guid>2</guid>"
+        "<content:encoded><![CDATA[<p>cut off CUT in the middle</p>]]></content:encoded></item>"
+    )
+    cut = body[: body.index("CUT")].encode()
+    feed = parse_feed(cut, url="u")
+    assert feed.parser == "fast"
+    assert [(i.id, i.title) for i in feed.items] == [("1", "One"), ("2", "Two")]
+    assert feed.items[0].published == datetime(2011, 11, 2, 22, 55, 27, tzinfo=UTC)
+    theirs = feedparser.parse(io.BytesIO(cut)).entries
+    assert [(e.id, e.title) for e in theirs] == [("1", "One"), ("2", "Two")]
+
+
+def test_truncated_document_that_may_hide_an_item_goes_to_feedparser() -> None:
+    # An item start tag in the bytes that recovery did not turn into an item.
+    body = rss(
+        "<item><title>One</title><guid>1</guid>"
+        "<description><![CDATA[an <item> in text]]></description></item>"
+        "<item><title>Two</title><guid>2</guid></item>"
+    )
+    cut = body[: body.index("</channel>")].encode()
+    feed = parse_feed(cut, url="u")
+    assert feed.parser == "feedparser"
+    assert [i.id for i in feed.items] == ["1", "2"]
+    # A break that is not at the end (a bare "&") is not a truncation either.
+    broken = cut.replace(b"<title>Two", b"<title>Two & more")
+    assert parse_feed(broken, url="u").parser == "feedparser"
+
+
+def test_inline_markup_keeps_its_escapes() -> None:
+    body = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>1</id><title type="xhtml">'
+        '<div xmlns="http://www.w3.org/1999/xhtml">The &lt;blink&gt; tag</div></title>'
+        '<content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml">'
+        "<p>a &amp; b</p><p>c</p></div></content></entry></feed>"
+    )
+    (item,) = parse_feed(body.encode(), url="u").items
+    assert item.title == "The &lt;blink&gt; tag"
+    assert item.content_html == "<p>a &amp; b</p><p>c</p>"
 
 
 def test_common_slips_stay_on_the_fast_path() -> None:
@@ -391,6 +439,9 @@ def test_base_falls_back_to_feed_link_then_url() -> None:
         ("Mon, 13 Jun 2022 11:00:00 GMT+2", utc(2022, 6, 13, 9)),
         ("Nov 2, 2011 17:25 +0000", utc(2011, 11, 2, 17, 25)),
         ("2011-11-02T24:00:00Z", utc(2011, 11, 3)),
+        ("Wed, 02 Nov 2011 17:25:27 -0530", utc(2011, 11, 2, 22, 55, 27)),
+        ("Wed, 2 Nov 2011 23:25:27 +0630", utc(2011, 11, 2, 16, 55, 27)),
+        ("Sat, 31 Dec 2011 23:59:60 GMT", utc(2012, 1, 1)),  # a leap second
         ("Wed, 31 Feb 2011 10:00:00 GMT", None),
         ("garbage", None),
         ("", None),

@@ -4,14 +4,18 @@ Feeds (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.0/1.1) take one of three path
 
 * JSON Feed: :mod:`json`, mapped field by field (https://www.jsonfeed.org/version/1.1/).
 * XML, fast path: our own reader over one strict, hardened lxml parse. Measured here
-  (``bench/parse.py``) it matches fastfeedparser's speed, about 50x feedparser's throughput
-  on real-world feeds, and agrees with feedparser on >= 99% of items (id, title, link,
+  (``bench/parse.py``, docs/benchmarks.md) it reads real-world feeds at 40-50x
+  feedparser's throughput, about two thirds of fastfeedparser's speed (lxml's own parse
+  is half of the time), and agrees with feedparser on >= 99% of items (id, title, link,
   date) where fastfeedparser did not: it invents ids from links, takes a guid with
   isPermaLink="false" as the link and drops XHTML titles, and it parses with
   ``huge_tree=True``. Like fastfeedparser it neither sanitises nor resolves links: the
   normalise step does both for every entry, whatever parser produced it (issue 3, item 5).
   Two common slips are repaired first (HTML entities such as ``&nbsp;``, undeclared
-  namespace prefixes); anything else not well-formed goes to the fallback.
+  namespace prefixes), and a document cut off before its end (open elements or an open
+  CDATA section, nothing else wrong) is read up to the cut by libxml2's recover mode when
+  every item start tag in it became an item; anything else not well-formed goes to the
+  fallback.
 * XML, fallback: feedparser, for documents the fast path rejects. Its ``parse()`` never
   raises, so the bozo policy (after lemon24/reader's ``_parser/feedparser.py``) decides:
   bozo with entries is accepted; no entries plus a real XML or encoding error, or no
@@ -23,8 +27,9 @@ a guid is the link unless isPermaLink="false"), so an item's id never depends on
 An item's date is ``published or updated``.
 
 Hostile input (issue 3, item 6): lxml runs with ``resolve_entities=False``,
-``load_dtd=False``, ``no_network=True`` and ``huge_tree=False``; feedparser's SAX reader
-has external entities off and expat's amplification limits. Entity bombs stay unexpanded
+``load_dtd=False``, ``no_network=True`` and ``huge_tree=False``, strict or recovering a
+cut-off document; feedparser's SAX reader has external entities off and expat's
+amplification limits. Entity bombs stay unexpanded
 (libxml2 refuses them; feedparser leaves ``&name;`` as text) and an external ``SYSTEM``
 entity never reads a local file. Nothing here does network I/O.
 
@@ -190,6 +195,11 @@ def _parse_date_text(text: str) -> datetime | None:
             return _as_utc(datetime.fromisoformat(text))
         except ValueError:
             pass
+    m = _RFC822_COMMON_RE.fullmatch(text)
+    if m is not None:  # the common RFC 822 shape; anything unusual takes the long way
+        found = _rfc822_common(m)
+        if found is not None:
+            return found
     return _parse_iso(text) or _parse_rfc822(text) or _parse_date_feedparser(text)
 
 
@@ -277,6 +287,39 @@ _RFC822_MONTH_FIRST_RE = re.compile(  # "Nov 2, 2011 17:25 +0000" and "Wed Nov 0
     r"(?:[\sT,]+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?)?"
     r"\s*(?:([A-Za-z]{1,5})?\s*([+-]\d{1,2}(?::?\d{2})?)?)?\s*(?:\([^)]*\))?\s*$",
 )
+
+
+# "Tue, 17 Oct 2017 12:17:00 +0000" or "... GMT": most RSS dates, read without _build's
+# timezone object; _parse_rfc822 reads the same text to the same instant.
+_RFC822_COMMON_RE = re.compile(
+    r"(?:[A-Za-z]{3}, )?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2})"
+    r" (?:GMT|UTC|UT|Z|([+-])(\d{2})(\d{2}))"
+)
+
+
+def _rfc822_common(m: re.Match[str]) -> datetime | None:
+    day, mon, year, hour, minute, second, sign, off_hours, off_minutes = m.groups()
+    month = _MONTHS.get(mon.lower())
+    if month is None or int(hour) > 23 or int(second) > 59:
+        return None
+    try:
+        value = datetime(
+            int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError:
+        return None
+    if sign is None:
+        return value
+    hours, minutes = int(off_hours), int(off_minutes)
+    if hours > 23 or minutes > 59:
+        return None
+    if not hours and not minutes:
+        return value
+    offset = timedelta(hours=hours, minutes=minutes)
+    try:
+        return value - offset if sign == "+" else value + offset
+    except OverflowError:
+        return None
 
 
 def _as_utc(value: datetime) -> datetime | None:
@@ -648,24 +691,31 @@ def _tags(values: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Memoised like dates: a feed repeats its xml:base values and links on every poll, and
+# urljoin costs microseconds (bench/parse.py clears this too, so each run starts cold).
+@functools.lru_cache(maxsize=4096)
+def _join(base: str, ref: str) -> str:
+    return urljoin(base, ref)
+
+
 def _base(candidate: object, feed_link: str | None, url: str) -> str:
     """The URL relative links in an item resolve against: xml:base, else feed link, else url."""
-    root = urljoin(url, feed_link) if feed_link else url
+    root = _join(url, feed_link) if feed_link else url
     if isinstance(candidate, str) and candidate.strip():
-        return urljoin(root, candidate.strip())
+        return _join(root, candidate.strip())
     return root
 
 
 # Hardened once, used for every document (issue 3, item 6): no entity substitution, no DTD
 # loading, no network, libxml2's size limits on. An entity bomb stays unexpanded and an
 # external entity is never fetched, so no local file is ever read.
-def _xml_parser() -> etree.XMLParser:
+def _xml_parser(*, recover: bool = False) -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
         huge_tree=False,
-        recover=False,
+        recover=recover,
         remove_comments=True,
         remove_pis=True,
         collect_ids=False,
@@ -683,8 +733,18 @@ _CONTENT = "http://purl.org/rss/1.0/modules/content/"
 _SY = "http://purl.org/rss/1.0/modules/syndication/"
 _XHTML = "http://www.w3.org/1999/xhtml"
 _XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+_RDF_ABOUT = f"{{{_RDF}}}about"
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 
+
+_ITEM_TAGS = (
+    "item",
+    f"{{{_RSS10}}}item",
+    f"{{{_RSS090}}}item",
+    "entry",
+    f"{{{_ATOM10}}}entry",
+    f"{{{_ATOM03}}}entry",
+)
 
 _HTML_ENTITY_RE = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
 _XML_ENTITIES = frozenset((b"amp", b"lt", b"gt", b"quot", b"apos"))
@@ -721,30 +781,63 @@ def _declare_prefixes(doc: bytes) -> bytes:
     return doc[: root.end()] + decls + doc[root.end() :]
 
 
-def _parse_xml(doc: bytes) -> Any:
-    """The document's root element, or None if it is not well-formed XML even after repairs.
+def _parse_xml(doc: bytes) -> tuple[Any, bool]:
+    """(the document's root element, whether it was cut off); None if not read even so.
 
     Two common slips are repaired and the parse tried again: HTML entities (``&nbsp;``),
     undefined in XML, become numeric references; namespace prefixes used without a
-    declaration (``content:encoded``) get one. Anything else goes to feedparser.
+    declaration (``content:encoded``) get one. A document that is well-formed up to an
+    early end (a dropped connection, a size cap) is read up to there by
+    :func:`_parse_truncated`. Anything else goes to feedparser.
     """
     for _attempt in range(3):
         try:
-            return etree.fromstring(doc, _xml_parser())
+            return etree.fromstring(doc, _xml_parser()), False
         except etree.XMLSyntaxError as exc:
             message = str(exc)
             if "Entity '" in message and "not defined" in message:
                 repaired = _HTML_ENTITY_RE.sub(_numeric_entity, doc)
             elif "Namespace prefix" in message:
                 repaired = _declare_prefixes(doc)
+            elif exc.code in _TRUNCATION_ERRORS:
+                return _parse_truncated(doc), True
             else:
-                return None
+                return None, False
             if repaired == doc:
-                return None
+                return None, False
             doc = repaired
         except ValueError:
-            return None
-    return None
+            return None, False
+    return None, False
+
+
+# The errors of a document that stops early: open elements, or a CDATA section, at the end.
+_TRUNCATION_ERRORS = frozenset(
+    (etree.ErrorTypes.ERR_TAG_NOT_FINISHED, etree.ErrorTypes.ERR_CDATA_NOT_FINISHED)
+)
+
+
+def _parse_truncated(doc: bytes) -> Any:
+    """The root of a document cut off before its end, or None if anything else is wrong.
+
+    libxml2's recover mode closes what is open at the end; the document is taken only if
+    that was its sole fault (an unfinished CDATA section is one opened after the last
+    ``]]>``, not one broken off by a bad character). Hardened as the strict parse is.
+    The caller also checks that every item start tag became an item.
+    """
+    parser = _xml_parser(recover=True)
+    try:
+        root = etree.fromstring(doc, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    errors = {e.type for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR}
+    if root is None or not errors <= _TRUNCATION_ERRORS:
+        return None
+    if etree.ErrorTypes.ERR_CDATA_NOT_FINISHED in errors and doc.rfind(b"<![CDATA[") < doc.rfind(
+        b"]]>"
+    ):
+        return None
+    return root
 
 
 def _numeric_entity(m: re.Match[bytes]) -> bytes:
@@ -759,57 +852,121 @@ def _text(el: Any) -> str | None:
     """An element's text; with child elements (markup that was not escaped), all of it."""
     if len(el):
         return "".join(el.itertext())
-    text = el.text
-    return text if text is None else str(text)
+    text: str | None = el.text
+    return text
 
 
 def _inner_markup(el: Any) -> str:
-    parts = [el.text or ""]
-    parts.extend(
-        etree.tostring(child, encoding="unicode", with_tail=True)
-        for child in el
-        if isinstance(child.tag, str)
-    )
-    return "".join(parts)
+    """The markup inside ``el``, its text escaped as in any serialisation.
 
-
-def _markup_or_text(el: Any) -> str | None:
-    """RSS description / content:encoded: escaped HTML as text, or unescaped markup as is."""
-    return _inner_markup(el) if len(el) else _text(el)
+    One serialisation of ``el``, cut between its own start and end tags: cheaper than one
+    per child, and namespace declarations land on the cut-off start tag rather than on
+    every child. libxml2 escapes ">" in attribute values, so the first ">" ends the tag.
+    """
+    if not len(el) and not el.text:
+        return ""  # serialised as an empty-element tag, with no end tag to cut at
+    whole: str = etree.tostring(el, encoding="unicode", with_tail=False)
+    return whole[whole.index(">") + 1 : whole.rindex("</")]
 
 
 def _parse_fast(utf8: bytes, *, url: str, max_items: int) -> RawFeed | None:
     """The lxml fast path; None means "not a document I can read, try feedparser"."""
-    root = _parse_xml(utf8)
+    root, truncated = _parse_xml(utf8)
     if root is None or not isinstance(root.tag, str):
         return None
-    base = urljoin(url, root.get(_XML_BASE) or "")
+    feed = _read_root(root, url=url, max_items=max_items)
+    if truncated and feed is not None:
+        # Only when every item start tag in the bytes became an item element: otherwise
+        # the cut (or a tag in a comment or CDATA section) hides something, and feedparser,
+        # which reads such documents its own way, gets to try.
+        found = sum(1 for _ in root.iter(_ITEM_TAGS))
+        if not feed.items or found != len(_ITEM_START_RE.findall(utf8)):
+            return None
+    return feed
+
+
+def _read_root(root: Any, *, url: str, max_items: int) -> RawFeed | None:
+    """Map a parsed document to a :class:`RawFeed`; None for a root that is no feed."""
+    base = _join(url, root.get(_XML_BASE) or "")
     tag = root.tag
     if tag == "rss":
         channel = root.find("channel")
         if channel is None:
             return None
-        items = channel.findall("item") or root.findall("item")
-        return _rss_feed(channel, items, ns="", url=base, max_items=max_items)
+        head = _channel_head(channel, "")
+        items = head.items or root.findall("item")
+        return _rss_feed(head, items, ns="", url=base, max_items=max_items)
     if tag == f"{{{_RDF}}}RDF":
         for ns in (_RSS10, _RSS090):
             channel = root.find(f"{{{ns}}}channel")
             if channel is not None:
-                items = root.findall(f"{{{ns}}}item") or channel.findall(f"{{{ns}}}item")
-                return _rss_feed(channel, items, ns=f"{{{ns}}}", url=base, max_items=max_items)
+                head = _channel_head(channel, f"{{{ns}}}")
+                items = root.findall(f"{{{ns}}}item") or head.items
+                return _rss_feed(head, items, ns=f"{{{ns}}}", url=base, max_items=max_items)
         return None
     if tag in (f"{{{_ATOM10}}}feed", f"{{{_ATOM03}}}feed", "feed"):
         return _atom_feed(root, ns=tag[: -len("feed")], url=base, max_items=max_items)
     return None
 
 
-def _ttl_from(channel: Any) -> float | None:
+@dataclasses.dataclass(slots=True)
+class _ChannelHead:
+    """What an RSS channel says about itself (the first of each element), and its items."""
+
+    title: Any = None  # elements: their text may hold markup
+    description: Any = None
+    link: str | None = None  # texts, as findtext() gives them
+    ttl: str | None = None
+    period: str | None = None
+    frequency: str | None = None
+    items: list[Any] = dataclasses.field(default_factory=list)
+
+
+_SY_PERIOD_TAG = f"{{{_SY}}}updatePeriod"
+_SY_FREQUENCY_TAG = f"{{{_SY}}}updateFrequency"
+
+
+def _channel_head(channel: Any, ns: str) -> _ChannelHead:
+    # One pass over the channel's children instead of a find() per field: each find runs
+    # lxml's ElementPath machinery in Python, which costs more than a small feed's items.
+    head = _ChannelHead()
+    item_tag, title_tag, link_tag, description_tag = (
+        f"{ns}item",
+        f"{ns}title",
+        f"{ns}link",
+        f"{ns}description",
+    )
+    for child in channel:
+        tag = child.tag
+        if tag == item_tag:
+            head.items.append(child)
+        elif tag == title_tag:
+            if head.title is None:
+                head.title = child
+        elif tag == link_tag:
+            if head.link is None:
+                head.link = child.text or ""
+        elif tag == description_tag:
+            if head.description is None:
+                head.description = child
+        elif tag == "ttl":
+            if head.ttl is None:
+                head.ttl = child.text or ""
+        elif tag == _SY_PERIOD_TAG:
+            if head.period is None:
+                head.period = child.text or ""
+        elif tag == _SY_FREQUENCY_TAG and head.frequency is None:
+            head.frequency = child.text or ""
+    return head
+
+
+def _ttl_from(head: _ChannelHead) -> float | None:
     found: list[float] = []
-    ttl = (channel.findtext("ttl") or "").strip()
+    ttl = (head.ttl or "").strip()
     if ttl.isdigit() and int(ttl) > 0:
         found.append(int(ttl) * 60.0)
-    period = (channel.findtext(f"{{{_SY}}}updatePeriod") or "").strip().lower()
-    frequency = (channel.findtext(f"{{{_SY}}}updateFrequency") or "").strip()
+    period = (head.period or "").strip().lower()
+    frequency = (head.frequency or "").strip()
     if period or frequency:
         seconds = _SY_PERIODS.get((period or "daily").encode())
         times = int(frequency) if frequency.isdigit() else 1
@@ -818,17 +975,19 @@ def _ttl_from(channel: Any) -> float | None:
     return max(found) if found else None
 
 
-def _rss_feed(channel: Any, items: list[Any], *, ns: str, url: str, max_items: int) -> RawFeed:
-    feed_link = _str_or_none(channel.findtext(f"{ns}link"))
+def _rss_feed(
+    head: _ChannelHead, items: list[Any], *, ns: str, url: str, max_items: int
+) -> RawFeed:
+    feed_link = _str_or_none(head.link)
     root_base = _base(None, feed_link, url)
     tags = _rss_tags(ns)
-    out = _collect((_rss_item(item, tags, root_base, url) for item in items), max_items)
+    out = _collect((_rss_item(item, tags, root_base) for item in items), max_items)
     return RawFeed(
         items=out,
-        title=_str_or_none(_text_of(channel.find(f"{ns}title"))),
+        title=_str_or_none(_text_of(head.title)),
         link=feed_link,
-        subtitle=_str_or_none(_text_of(channel.find(f"{ns}description"))),
-        ttl=_ttl_from(channel),
+        subtitle=_str_or_none(_text_of(head.description)),
+        ttl=_ttl_from(head),
         parser="fast",
     )
 
@@ -841,70 +1000,112 @@ def _collect(items: Iterable[RawItem], max_items: int) -> tuple[RawItem, ...]:
     return _cap_items(items, max_items)
 
 
-def _rss_tags(ns: str) -> dict[str, str]:
+# Fields of an RSS item or Atom entry, as small ints: the per-item loop below compares
+# them and keeps a bit per field already taken (the first element of a kind wins).
+(_F_TITLE, _F_LINK, _F_DESCRIPTION, _F_CONTENT, _F_GUID, _F_PUBLISHED, _F_UPDATED) = range(7)
+(_F_AUTHOR, _F_CATEGORY, _F_ATOMLINK, _F_ID, _F_SUMMARY, _F_ISSUED, _F_MODIFIED) = range(7, 14)
+
+
+@functools.cache
+def _rss_tags(ns: str) -> dict[str, int]:
     """Element name -> field, for RSS 0.9x/2.0 (no namespace) or RSS 0.90/1.0 (``ns``)."""
     return {
-        f"{ns}title": "title",
-        f"{ns}link": "link",
-        f"{ns}description": "description",
-        "guid": "guid",
-        "pubDate": "published",
-        "author": "author",
-        "category": "category",
-        f"{{{_DC}}}creator": "author",
-        f"{{{_DC}}}date": "updated",
-        f"{{{_DC}}}subject": "category",
-        f"{{{_DC}}}title": "title",
-        f"{{{_DC}}}description": "description",
-        f"{{{_DCTERMS}}}issued": "published",
-        f"{{{_DCTERMS}}}modified": "updated",
-        f"{{{_CONTENT}}}encoded": "content",
-        f"{{{_ATOM10}}}link": "atomlink",
+        f"{ns}title": _F_TITLE,
+        f"{ns}link": _F_LINK,
+        f"{ns}description": _F_DESCRIPTION,
+        "guid": _F_GUID,
+        "pubDate": _F_PUBLISHED,
+        "author": _F_AUTHOR,
+        "category": _F_CATEGORY,
+        f"{{{_DC}}}creator": _F_AUTHOR,
+        f"{{{_DC}}}date": _F_UPDATED,
+        f"{{{_DC}}}subject": _F_CATEGORY,
+        f"{{{_DC}}}title": _F_TITLE,
+        f"{{{_DC}}}description": _F_DESCRIPTION,
+        f"{{{_DCTERMS}}}issued": _F_PUBLISHED,
+        f"{{{_DCTERMS}}}modified": _F_UPDATED,
+        f"{{{_CONTENT}}}encoded": _F_CONTENT,
+        f"{{{_ATOM10}}}link": _F_ATOMLINK,
     }
 
 
-def _rss_item(item: Any, tags: Mapping[str, str], root_base: str, url: str) -> RawItem:
-    fields: dict[str, Any] = {}
+def _clean(value: str | None) -> str | None:
+    """Stripped text, None for none or blank (``_str_or_none`` for values known to be str)."""
+    return (value.strip() or None) if value else None
+
+
+def _date(value: str | None) -> datetime | None:
+    return _parse_date_text(value.strip()) if value else None
+
+
+def _rss_item(item: Any, tags: Mapping[str, int], root_base: str) -> RawItem:
+    title = link = description = content = guid = published = updated = author = None
+    taken = 0  # a bit per field already read
     categories: list[str] = []
     guid_is_link = False
-    # Filtering by tag inside lxml skips a Python proxy for every element we do not read.
-    for child in item.iterchildren(*tags):
-        field = tags.get(child.tag)  # comments and PIs were removed; entities miss the dict
+    # One pass over all children: cheaper here than lxml's filter on sixteen tag names.
+    # Entity references (left unexpanded) have a non-str tag and miss the dict.
+    for child in item:
+        field = tags.get(child.tag)
         if field is None:
             continue
-        if field == "category":
-            term = _str_or_none(_text(child))
-            if term and term not in categories:
-                categories.append(term)
-        elif field in ("description", "content"):
-            fields.setdefault(field, _markup_or_text(child))
-        elif field == "atomlink":
-            rel = child.get("rel", "alternate")
-            if rel == "alternate" and "link" not in fields:
-                fields["link"] = child.get("href")
-        elif field not in fields:
-            fields[field] = _text(child)
-            if field == "guid":
-                # RSS 2.0: a guid is the item's permalink unless isPermaLink="false".
-                guid_is_link = (child.get("isPermaLink") or "true").strip() == "true"
-    guid = _str_or_none(fields.get("guid"))
-    link = _str_or_none(fields.get("link"))
+        if field == _F_ATOMLINK:
+            if not taken & (1 << _F_LINK) and child.get("rel", "alternate") == "alternate":
+                link = _clean(child.get("href"))
+                taken |= 1 << _F_LINK
+            continue
+        bit = 1 << field
+        if taken & bit and field != _F_CATEGORY:
+            continue
+        taken |= bit
+        # _text inlined, and RSS markup read as it is when it was not escaped: this loop
+        # runs for every child of every item.
+        value: str | None
+        if len(child):
+            if field in (_F_DESCRIPTION, _F_CONTENT):
+                value = _inner_markup(child)
+            else:
+                value = "".join(child.itertext())
+        else:
+            value = child.text
+        value = (value.strip() or None) if value else None
+        if field == _F_DESCRIPTION:
+            description = value
+        elif field == _F_TITLE:
+            title = value
+        elif field == _F_LINK:
+            link = value
+        elif field == _F_GUID:
+            guid = value
+            # RSS 2.0: a guid is the item's permalink unless isPermaLink="false".
+            guid_is_link = (child.get("isPermaLink") or "true").strip() == "true"
+        elif field == _F_PUBLISHED:
+            published = value
+        elif field == _F_CONTENT:
+            content = value
+        elif field == _F_CATEGORY:
+            if value and value not in categories:
+                categories.append(value)
+        elif field == _F_UPDATED:
+            updated = value
+        else:
+            author = value
     if link is None and guid is not None and guid_is_link:
         link = guid
     if guid is None:  # RSS 1.0 names its item by rdf:about
-        guid = _str_or_none(item.get(f"{{{_RDF}}}about"))
+        guid = _clean(item.get(_RDF_ABOUT))
     item_base = item.get(_XML_BASE)
     return RawItem(
         id=guid,
-        title=_str_or_none(fields.get("title")),
+        title=title,
         link=link,
-        published=parse_date(fields.get("published")),
-        updated=parse_date(fields.get("updated")),
-        author=_str_or_none(fields.get("author")),
-        summary_html=_str_or_none(fields.get("description")),
-        content_html=_str_or_none(fields.get("content")),
+        published=_parse_date_text(published) if published else None,
+        updated=_parse_date_text(updated) if updated else None,
+        author=author,
+        summary_html=description,
+        content_html=content,
         tags=tuple(categories),
-        base=urljoin(root_base, item_base) if item_base else root_base,
+        base=_join(root_base, item_base) if item_base else root_base,
     )
 
 
@@ -922,8 +1123,12 @@ def _atom_link(el: Any, ns: str) -> str | None:
 
 def _atom_content(el: Any) -> tuple[str | None, bool]:
     """(value, is_html) of an Atom text construct or content element (RFC 4287 3.1, 4.1.3)."""
-    kind = (el.get("type") or "text").lower()
-    mode = (el.get("mode") or "").lower()  # Atom 0.3
+    kind = el.get("type")
+    mode = el.get("mode")  # Atom 0.3
+    if kind is None and mode is None:  # the common case: plain text
+        return _text(el), False
+    kind = (kind or "text").lower()
+    mode = (mode or "").lower()
     if mode == "base64":
         try:
             decoded = base64.b64decode(_text(el) or "", validate=False).decode("utf-8", "replace")
@@ -944,12 +1149,29 @@ def _atom_content(el: Any) -> tuple[str | None, bool]:
 def _atom_feed(root: Any, *, ns: str, url: str, max_items: int) -> RawFeed:
     feed_link = _atom_link(root, ns)
     root_base = _base(None, feed_link, url)
-    entries = root.iterchildren(f"{ns}entry")
-    out = _collect((_atom_entry(e, ns, root_base, url) for e in entries), max_items)
-    title_el = root.find(f"{ns}title")
-    subtitle_el = root.find(f"{ns}subtitle")
+    # One pass over the feed's children, not a find() per field (see _channel_head).
+    entries: list[Any] = []
+    title_el = subtitle_el = tagline_el = None
+    entry_tag, title_tag, subtitle_tag, tagline_tag = (
+        f"{ns}entry",
+        f"{ns}title",
+        f"{ns}subtitle",
+        f"{ns}tagline",  # Atom 0.3
+    )
+    for child in root:
+        tag = child.tag
+        if tag == entry_tag:
+            entries.append(child)
+        elif tag == title_tag:
+            title_el = child if title_el is None else title_el
+        elif tag == subtitle_tag:
+            subtitle_el = child if subtitle_el is None else subtitle_el
+        elif tag == tagline_tag and tagline_el is None:
+            tagline_el = child
     if subtitle_el is None:
-        subtitle_el = root.find(f"{ns}tagline")  # Atom 0.3
+        subtitle_el = tagline_el
+    tags = _atom_tags(ns)
+    out = _collect((_atom_entry(e, ns, tags, root_base) for e in entries), max_items)
     return RawFeed(
         items=out,
         title=_str_or_none(_text_of(title_el)),
@@ -959,71 +1181,101 @@ def _atom_feed(root: Any, *, ns: str, url: str, max_items: int) -> RawFeed:
     )
 
 
-_ATOM_ENTRY_NAMES = (
-    "id",
-    "title",
-    "published",
-    "updated",
-    "issued",
-    "modified",
-    "created",
-    "summary",
-    "content",
-    "author",
-    "category",
-)
+@functools.cache
+def _atom_tags(ns: str) -> dict[str, int]:
+    """Element name -> field for an Atom 1.0 / 0.3 entry (``ns`` is ``{namespace}``)."""
+    return {
+        f"{ns}id": _F_ID,
+        f"{ns}title": _F_TITLE,
+        f"{ns}link": _F_LINK,
+        f"{ns}published": _F_PUBLISHED,
+        f"{ns}issued": _F_ISSUED,  # Atom 0.3
+        f"{ns}updated": _F_UPDATED,
+        f"{ns}modified": _F_MODIFIED,  # Atom 0.3
+        f"{ns}summary": _F_SUMMARY,
+        f"{ns}content": _F_CONTENT,
+        f"{ns}author": _F_AUTHOR,
+        f"{ns}category": _F_CATEGORY,
+    }
 
 
-def _atom_entry(entry: Any, ns: str, root_base: str, url: str) -> RawItem:
-    fields: dict[str, Any] = {}
+def _atom_entry(entry: Any, ns: str, tags: Mapping[str, int], root_base: str) -> RawItem:
+    entry_id = title = link = published = issued = updated = modified = author = None
+    summary = content = None
+    taken = 0  # a bit per field already read
     categories: list[str] = []
     content_base = None
-    for child in entry.iterchildren(*(ns + name for name in _ATOM_ENTRY_NAMES)):
-        name = child.tag[len(ns) :]
-        if name == "category":
-            term = _str_or_none(child.get("term"))
+    name_tag = f"{ns}name"
+    for child in entry:
+        field = tags.get(child.tag)
+        if field is None:
+            continue
+        if field == _F_LINK:
+            # feedparser's rule: the last rel=alternate link of an HTML type (the default).
+            if child.get("rel", "alternate") == "alternate":
+                kind = child.get("type")
+                if not kind or kind.lower() in ("text/html", "application/xhtml+xml"):
+                    link = child.get("href") or link
+            continue
+        if field == _F_CATEGORY:
+            term = _clean(child.get("term"))
             if term and term not in categories:
                 categories.append(term)
-        elif name in fields:
             continue
-        elif name in ("id", "published", "updated", "issued", "modified", "created"):
-            fields[name] = _text(child)
-        elif name == "title":
-            fields[name] = _atom_content(child)[0]  # HTML for type html/xhtml; normalise strips
-        elif name in ("summary", "content"):
+        bit = 1 << field
+        if taken & bit:
+            continue
+        taken |= bit
+        if field == _F_TITLE:
+            title = _atom_content(child)[0]  # HTML for type html/xhtml; normalise strips
+        elif field in (_F_SUMMARY, _F_CONTENT):
             value, is_html = _atom_content(child)
-            if value and not is_html and name == "summary":
-                value = html.escape(value, quote=False)
-            fields[name] = (value, is_html)
+            if field == _F_SUMMARY:
+                if value and not is_html:
+                    value = html.escape(value, quote=False)
+                summary = value
+            else:
+                content = (value, is_html)
             content_base = content_base or child.get(_XML_BASE)
-        elif name == "author":
-            fields[name] = child.findtext(f"{ns}name")
-    entry_id = _str_or_none(fields.get("id"))
-    link = _atom_link(entry, ns)
+        elif field == _F_AUTHOR:
+            # The first name child's text, as findtext() would give it, without ElementPath.
+            author = next((sub.text or "" for sub in child if sub.tag == name_tag), None)
+        else:
+            value = "".join(child.itertext()) if len(child) else child.text  # _text inlined
+            if field == _F_ID:
+                entry_id = value
+            elif field == _F_UPDATED:
+                updated = value
+            elif field == _F_PUBLISHED:
+                published = value
+            elif field == _F_ISSUED:
+                issued = value
+            else:
+                modified = value
+    entry_id = _clean(entry_id)
+    link = _clean(link)
     if link is None and entry_id and entry_id.startswith(("http://", "https://")):
         link = entry_id  # feedparser reads an id as the permalink when there is no link
-    summary = fields.get("summary")
     content_html = content_text = None
-    if "content" in fields:
-        value, is_html = fields["content"]
-        if is_html:
-            content_html = value
+    if content is not None:
+        if content[1]:
+            content_html = content[0]
         else:
-            content_text = value
+            content_text = content[0]
     entry_base = entry.get(_XML_BASE)
-    base = urljoin(root_base, entry_base) if entry_base else root_base
+    base = _join(root_base, entry_base) if entry_base else root_base
     if content_base:
-        base = urljoin(base, content_base)
+        base = _join(base, content_base)
     return RawItem(
         id=entry_id,
-        title=_str_or_none(fields.get("title")),
+        title=_clean(title),
         link=link,
-        published=parse_date(fields.get("published") or fields.get("issued")),
-        updated=parse_date(fields.get("updated") or fields.get("modified")),
-        author=_str_or_none(fields.get("author")),
-        summary_html=_str_or_none(summary[0]) if summary else None,
-        content_html=_str_or_none(content_html),
-        content_text=_str_or_none(content_text),
+        published=_date(published or issued),
+        updated=_date(updated or modified),
+        author=_clean(author),
+        summary_html=_clean(summary),
+        content_html=_clean(content_html),
+        content_text=_clean(content_text),
         tags=tuple(categories),
         base=base,
     )
