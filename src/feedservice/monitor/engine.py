@@ -189,6 +189,7 @@ class Monitor:
             elif st.query is not None:
                 anchors = st.query.anchors()
                 self._index.add_query(slot, None if anchors is None else list(anchors))
+        self._index.pack()
         self._indexed_at = n
         self._floor = min(
             [NEIGHBOUR_FLOOR]

@@ -73,6 +73,10 @@ class WatchIndex:
         for key in anchors:
             self._anchors.setdefault(key, set()).add(slot)
 
+    def pack(self) -> None:
+        """Pack the postings for :meth:`accumulate` now (at start-up, not on the first item)."""
+        self._packed()
+
     def _packed(self) -> dict[str, tuple[array[int], array[float], float, bool]]:
         """key -> (slots, weights, largest weight, too long to walk), postings packed into
         arrays: a walk reads contiguous numbers instead of chasing a tuple and a float object
@@ -122,6 +126,8 @@ class WatchIndex:
                     acc[slot] += w * pw
         need = 0.0 if floor is None else floor - slack - self.max_tail
         if need > 0.0:  # every product is > 0, so a slot at or above need was walked
+            if not acc or max(acc) < need:  # most items: no watch is close
+                return {}, slack, skipped
             return {slot: v for slot, v in enumerate(acc) if v >= need}, slack, skipped
         touched = set().union(*walked)
         return {slot: acc[slot] for slot in touched if acc[slot] >= need}, slack, skipped
