@@ -189,6 +189,7 @@ class Monitor:
             elif st.query is not None:
                 anchors = st.query.anchors()
                 self._index.add_query(slot, None if anchors is None else list(anchors))
+        self._index.pack()
         self._indexed_at = n
         self._floor = min(
             [NEIGHBOUR_FLOOR]
@@ -325,12 +326,12 @@ class Monitor:
                     out[slot] = sim
             return out
         index = self._index
-        acc, slack, skipped = index.accumulate(vec)
+        floor = self._floor
+        acc, slack, skipped = index.accumulate(vec, floor)
         if not acc:
             return out
         skipped_w = [(key, *_family_weight(vec, key)) for key in skipped]
         tails = index.tail
-        floor = self._floor
         need = floor - slack - index.max_tail
         for slot, partial in acc.items():
             if partial < need:

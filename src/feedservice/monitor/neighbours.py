@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 
 from feedservice.monitor.score import (
     NEIGHBOUR_FLOOR,
@@ -44,6 +45,11 @@ SHORTLIST = 12  # candidates scored exactly, best partial overlap first...
 MIN_OVERLAP = 0.015
 
 
+# Sorting by weight, heaviest first: reverse=True keeps equal weights in their order, as a
+# sort on the negated weight does.
+_weight = itemgetter(1)
+
+
 @dataclass(slots=True, eq=False)
 class PoolItem:
     """A pooled item: its entry id, title (for reasons), compact vectors and the distinctive
@@ -63,7 +69,7 @@ class PoolItem:
 def _top(part: Sparse, k: int) -> Sparse:
     if len(part) <= k:
         return part
-    return dict(sorted(part.items(), key=lambda kv: -kv[1])[:k])
+    return dict(sorted(part.items(), key=_weight, reverse=True)[:k])
 
 
 def compact(vectors: Vectors) -> Vectors:
@@ -80,7 +86,7 @@ def distinctive_keys(vectors: Vectors, k: int) -> list[tuple[str, float]]:
     """The ``k`` word and name keys with the largest blended weight."""
     keyed = [(key, W_TERMS * w) for key, w in vectors.terms.items()]
     keyed += [(key, W_ENTITIES * w) for key, w in vectors.entities.items()]
-    keyed.sort(key=lambda kv: -kv[1])
+    keyed.sort(key=_weight, reverse=True)
     return keyed[:k]
 
 
@@ -198,7 +204,9 @@ class RecentItems:
                     found[ident] = item
         if not acc:
             return []
-        ranked = sorted((kv for kv in acc.items() if kv[1] >= MIN_OVERLAP), key=lambda kv: -kv[1])
+        ranked = sorted(
+            [kv for kv in acc.items() if kv[1] >= MIN_OVERLAP], key=_weight, reverse=True
+        )
         out: list[tuple[float, PoolItem]] = []
         for ident, _ in ranked[: SHORTLIST + 1]:
             item = found[ident]

@@ -35,6 +35,8 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import mul
 
 from feedservice.monitor.text import Features
 
@@ -70,6 +72,24 @@ def uncalibrate(score_value: float) -> float:
 _IDF_CACHE = 1 << 16
 
 
+class _IdfTable(dict[str, float]):
+    """The idf of every key looked up while the corpus has ``n_docs`` documents, computed on
+    first lookup (see :meth:`CorpusStats.idf`)."""
+
+    __slots__ = ("mask", "n_docs", "table")
+
+    def __init__(self, table: array[int], mask: int, n_docs: int) -> None:
+        super().__init__()
+        self.table = table
+        self.mask = mask
+        self.n_docs = n_docs
+
+    def __missing__(self, key: str) -> float:
+        df = min(self.table[zlib.crc32(key.encode("utf-8")) & self.mask], self.n_docs)
+        value = self[key] = math.log((self.n_docs + 1.0) / (df + 0.5)) + 0.05
+        return value
+
+
 class CorpusStats:
     """Document frequencies of the corpus the monitor has seen, in bounded memory.
 
@@ -87,8 +107,7 @@ class CorpusStats:
         self.n_docs = 0
         self._table = array("I", bytes(4 * size))
         self._mask = size - 1
-        self._cache: dict[str, float] = {}  # idf per key while n_docs stays the same
-        self._cache_n = -1
+        self._idfs = _IdfTable(self._table, self._mask, -1)  # idf per key while n_docs stays
 
     def _slot(self, key: str) -> int:
         return zlib.crc32(key.encode("utf-8")) & self._mask
@@ -96,8 +115,10 @@ class CorpusStats:
     def add(self, keys: Iterable[str]) -> None:
         """Count one document holding ``keys`` (each key once per document)."""
         table = self._table
-        for key in set(keys):
-            slot = self._slot(key)
+        mask = self._mask
+        crc32 = zlib.crc32
+        for key in keys if isinstance(keys, (set, frozenset)) else set(keys):
+            slot = crc32(key.encode("utf-8")) & mask
             if table[slot] < 0xFFFFFFFF:
                 table[slot] += 1
         self.n_docs += 1
@@ -107,15 +128,15 @@ class CorpusStats:
 
     def idf(self, key: str) -> float:
         """Smoothed inverse document frequency, > 0 (an unseen key counts as seen once)."""
-        if self._cache_n != self.n_docs or len(self._cache) > _IDF_CACHE:
-            self._cache.clear()  # the corpus moved on: every idf may have changed
-            self._cache_n = self.n_docs
-        value = self._cache.get(key)
-        if value is None:
-            df = min(self.df(key), self.n_docs)
-            value = math.log((self.n_docs + 1.0) / (df + 0.5)) + 0.05
-            self._cache[key] = value
-        return value
+        return self.idf_table()[key]
+
+    def idf_table(self) -> _IdfTable:
+        """key -> :meth:`idf` while the corpus stays as it is now, for callers that look up
+        many keys (a dictionary lookup instead of a method call per key)."""
+        table = self._idfs
+        if table.n_docs != self.n_docs or table.table is not self._table or len(table) > _IDF_CACHE:
+            table = self._idfs = _IdfTable(self._table, self._mask, self.n_docs)
+        return table
 
     def to_json(self) -> str:
         """A compact JSON document (zlib + base64 table) for the app to persist."""
@@ -153,7 +174,8 @@ Sparse = dict[str, float]
 
 
 def _unit(weights: Sparse) -> Sparse:
-    norm = math.sqrt(sum(w * w for w in weights.values()))
+    values = weights.values()
+    norm = math.sqrt(sum(map(mul, values, values)))
     if norm == 0.0:
         return {}
     return {k: w / norm for k, w in weights.items()}
@@ -162,8 +184,9 @@ def _unit(weights: Sparse) -> Sparse:
 def dot(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     if len(a) > len(b):
         a, b = b, a
-    get = b.get
-    return sum(w * get(k, 0.0) for k, w in a.items())
+    # the same products summed in the same order as a generator would, without a Python frame
+    total: float = sum(map(mul, a.values(), map(b.get, a.keys(), repeat(0.0))))
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +205,15 @@ class Vectors:
 
 def vectorise(features: Features, stats: CorpusStats) -> Vectors:
     """Sublinear tf x idf, one unit vector per feature family."""
-    idf = stats.idf
-    terms = {k: (1.0 + math.log(c)) * idf(k) for k, c in features.terms.items()}
-    entities = {f"e:{k}": (1.0 + math.log(c)) * idf(f"e:{k}") for k, c in features.entities.items()}
-    marks = {k: idf(k) for k in features.times}
-    marks.update({k: 0.5 * idf(k) for k in features.numbers})
+    idf = stats.idf_table()
+    log = math.log
+    terms = {k: (1.0 + log(c)) * idf[k] for k, c in features.terms.items()}
+    entities = {}
+    for k, c in features.entities.items():
+        key = "e:" + k
+        entities[key] = (1.0 + log(c)) * idf[key]
+    marks = {k: idf[k] for k in features.times}
+    marks.update({k: 0.5 * idf[k] for k in features.numbers})
     return Vectors(
         terms=_unit(terms),
         entities=_unit(entities),

@@ -142,27 +142,74 @@ def stem(word: str) -> str:
     return word
 
 
-def _tokenise(text: str) -> tuple[list[str], list[bool]]:
-    """Cleaned tokens, and for each whether punctuation that ends a name stands before it."""
+def _tokenise(text: str) -> tuple[list[str], frozenset[int]]:
+    """Cleaned tokens, and the positions of those before which punctuation ends a name."""
+    parts = list(map(_token_parts, _TOKEN_OR_BREAK_RE.findall(text)))
+    if None not in parts and tuple not in map(type, parts):
+        return parts, _NO_CUTS  # type: ignore[return-value]  # all plain tokens, checked
     tokens: list[str] = []
-    cuts: list[bool] = []
+    cuts: set[int] = set()
     cut = False
-    for raw in _TOKEN_OR_BREAK_RE.findall(text):
-        if not raw[0].isalnum():
+    for part in parts:
+        if part is None:
             cut = True
             continue
-        token = _clean(raw)
-        if "." in token:
-            md = _MONTH_DAY_RE.match(token)
-            if md and md.group(1).lower() in MONTHS:  # "Dec.14" -> "Dec", "14"
-                tokens += [md.group(1), md.group(2)]
-                cuts += [cut, False]
-                cut = False
-                continue
-        tokens.append(token)
-        cuts.append(cut)
-        cut = False
-    return tokens, cuts
+        if cut:
+            cuts.add(len(tokens))
+            cut = False
+        if isinstance(part, tuple):
+            tokens += part
+        else:
+            tokens.append(part)
+    return tokens, frozenset(cuts)
+
+
+_NO_CUTS: frozenset[int] = frozenset()
+
+
+# Pure and deterministic: caches, not state. A news corpus repeats most of its tokens, so each
+# distinct token is cleaned and classified once, not once per occurrence.
+@lru_cache(maxsize=1 << 16)
+def _token_parts(raw: str) -> str | tuple[str, str] | None:
+    """What one match of ``_TOKEN_OR_BREAK_RE`` stands for: None for punctuation that ends a
+    name, else the cleaned token, or a glued month and day ("Dec.14" -> ("Dec", "14"))."""
+    if not raw[0].isalnum():
+        return None
+    token = _clean(raw)
+    if "." in token:
+        md = _MONTH_DAY_RE.match(token)
+        if md and md.group(1).lower() in MONTHS:
+            return (md.group(1), md.group(2))
+    return token
+
+
+# _WordInfo.role: how a capitalised word stands to names.
+_NOT_ROLE, _ALWAYS_ROLE, _PORTFOLIO = 0, 1, 2
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_info(tok: str) -> tuple[str, str | None, bool, bool, int, bool, bool, str]:
+    """What :func:`analyse` needs of a word token (not starting with a digit) on its own:
+    (lower case, stem if it is a term else None, capitalised, acronym, role, name glue,
+    never a name, entity key)."""
+    low = tok.lower()
+    term = stem(low) if low not in STOPWORDS and len(low) > 1 and low not in MONTHS else None
+    if low in STOPWORDS or low in MONTHS or low in _ROLE_WORDS:
+        role = _ALWAYS_ROLE
+    elif low in _PORTFOLIO_WORDS:
+        role = _PORTFOLIO
+    else:
+        role = _NOT_ROLE
+    return (
+        low,
+        term,
+        tok[0].isupper(),
+        tok.isupper() and 2 <= len(tok.replace(".", "")) <= 6,
+        role,
+        low in _NAME_GLUE,
+        low in _BOILERPLATE or "'" in tok,
+        low.replace(".", ""),
+    )
 
 
 def _clean(token: str) -> str:
@@ -218,7 +265,7 @@ def _next_is_capital(tokens: list[str]) -> bool:
 def analyse(title: str, paragraphs: list[str]) -> Features:
     """Extract :class:`Features` from a title and plain-text paragraphs."""
     sentences: list[tuple[list[str], float]] = []
-    cuts: list[list[bool]] = []
+    cuts: list[frozenset[int]] = []
     # Title Case is a headline's style, not prose: only the title and lines without a closing
     # full stop can be headlines ("The talks were attended by U.S. Secretary ..." is prose).
     may_head: list[bool] = []
@@ -254,6 +301,7 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
     times: set[str] = set()
     numbers: set[str] = set()
     length = 0
+    word_info = _word_info
 
     for (tokens, weight), headline, cut in zip(sentences, heads, cuts, strict=True):
         run: list[str] = []
@@ -270,13 +318,14 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
         for i, tok in enumerate(tokens):
             if not tok:
                 continue
-            if cut[i]:
+            if run and i in cut:
                 flush(run)
-            low = tok.lower()
             length += 1
             # --- numbers and dates
             if tok[0].isdigit():
-                flush(run)
+                if run:
+                    flush(run)
+                low = tok.lower()
                 m = _ORDINAL_RE.match(low)
                 day = int(m.group(1)) if m else (int(low) if low.isdigit() and len(low) <= 2 else 0)
                 if _YEAR_RE.match(low):
@@ -294,24 +343,23 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
                 elif _NUM_RE.match(low):
                     numbers.add(f"n:{low}")
                 continue
+            low, term, capital, is_acronym, role, glue, plain, ekey = word_info(tok)
             if low in WEEKDAYS:
-                flush(run)
+                if run:
+                    flush(run)
                 times.add(f"wd:{low}")
                 continue
-            stemmed = stem(low)
-            if low not in STOPWORDS and len(low) > 1 and low not in MONTHS:
-                terms[stemmed] = terms.get(stemmed, 0.0) + weight
-                surface.setdefault(stemmed, low)
+            if term is not None:
+                terms[term] = terms.get(term, 0.0) + weight
+                surface.setdefault(term, low)
             # --- names
-            is_acronym = tok.isupper() and 2 <= len(tok.replace(".", "")) <= 6
-            capital = tok[0].isupper()
-            if capital and (low in STOPWORDS or low in MONTHS or _is_role(tokens, i)):
-                if run and low in _NAME_GLUE:
+            if capital and (role == _ALWAYS_ROLE or (role == _PORTFOLIO and _is_role(tokens, i))):
+                if run and glue:
                     run.append(tok)
-                else:
+                elif run:
                     flush(run)
                 continue
-            if low in _BOILERPLATE or "'" in tok:
+            if plain:
                 capital = is_acronym = False  # "PUBLISHED 5:03 PM", "I'm"
             elif (
                 capital
@@ -323,12 +371,12 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
                 capital = is_acronym = False  # an ordinary word starting a sentence / headline
             if capital or is_acronym:
                 run.append(tok)
-                ekey = low.replace(".", "")
                 entities[ekey] = entities.get(ekey, 0.0) + weight
-            elif run and low in _NAME_GLUE:
-                run.append(tok)
-            else:
-                flush(run)
+            elif run:
+                if glue:
+                    run.append(tok)
+                else:
+                    flush(run)
         flush(run)
 
     return Features(
