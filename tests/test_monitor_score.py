@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -354,3 +357,34 @@ def test_a_text_naming_no_year_borrows_the_years_of_its_nearest_item() -> None:
     again = {x.entry_id: x for x in m2.match(list(undated.values()))}
     assert not any(r.startswith("different year") for r in again["q05"].reasons)
     assert again["q05"].score > by_id["q05"].score
+
+
+_SCORE_IN_A_FRESH_PROCESS = """
+from feedservice.monitor.score import CorpusStats, raw_similarity, vectorise
+from feedservice.monitor.text import analyse
+a = analyse("Quake kills 612 in 2005", ["On Tuesday, March 3, 2005 a 6.1 quake killed 612 and "
+    "hurt 1,400; 35 villages and 17 towns, 80 km from Kerman, lost 9,000 homes on March 4."])
+b = analyse("Aftershock on March 4", ["A 5.2 aftershock on Wednesday, March 4, 2005 hurt 40 "
+    "more; 612 dead, 1,400 hurt, 35 villages, 12 schools and 9,000 homes, 80 km away."])
+stats = CorpusStats(size=1 << 10)
+for f in (a, b):
+    stats.add(f.keys)
+va, vb = vectorise(a, stats), vectorise(b, stats)
+print(repr(raw_similarity(va, vb)), list(va.marks.items()))
+"""
+
+
+def test_scores_do_not_depend_on_the_hash_seed() -> None:
+    """Sets iterate in an order that follows the process's hash seed; summed in another order,
+    floats can differ in the last bit and flip a match sitting at the threshold."""
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", _SCORE_IN_A_FRESH_PROCESS],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(outputs) == 1, outputs

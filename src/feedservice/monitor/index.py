@@ -132,13 +132,6 @@ class WatchIndex:
         touched = set().union(*walked)
         return {slot: acc[slot] for slot in touched if acc[slot] >= need}, slack, skipped
 
-    def slots_of(self, keys: Iterable[str]) -> set[int]:
-        """Every slot posted under ``keys`` (the exhaustive fallback)."""
-        out: set[int] = set()
-        for key in keys:
-            out.update(slot for slot, _ in self._postings.get(key, ()))
-        return out
-
     def query_candidates(self, item_terms: Iterable[str]) -> set[int]:
         """Query-only watches an item holding ``item_terms`` (stems) could match."""
         out = set(self._always)

@@ -212,8 +212,10 @@ def vectorise(features: Features, stats: CorpusStats) -> Vectors:
     for k, c in features.entities.items():
         key = "e:" + k
         entities[key] = (1.0 + log(c)) * idf[key]
-    marks = {k: idf[k] for k in features.times}
-    marks.update({k: 0.5 * idf[k] for k in features.numbers})
+    # sorted: a set's order follows the process's hash seed, and float sums in another order
+    # can differ in the last bit, which could flip a match sitting exactly at the threshold
+    marks = {k: idf[k] for k in sorted(features.times)}
+    marks.update({k: 0.5 * idf[k] for k in sorted(features.numbers)})
     return Vectors(
         terms=_unit(terms),
         entities=_unit(entities),
