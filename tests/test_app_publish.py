@@ -51,3 +51,29 @@ async def test_edited_story_is_republished_in_every_format(tmp_path: Path) -> No
             assert "bank holidays" in text, (name, fmt)
     items = json.loads((feeds / "newsroom.json").read_text())["items"]
     assert any("bank holidays" in i["content_html"] for i in items)
+
+
+async def test_untouched_feeds_are_not_read_again_unless_their_file_changed(
+    tmp_path: Path,
+) -> None:
+    config = bundled_copy(tmp_path)
+    feeds = tmp_path / "feeds"
+    async with App(config, clock=Clock()) as app:
+        await app.run_once()
+        original = (feeds / "newsroom.json").read_bytes()
+        # entries removed behind the app's back: a pass that touches no source trusts the
+        # files it wrote and does not read the store for them
+        gone = [e.id for e in app.store.latest_entries(["newsroom"], 50)]
+        app.store.delete_entries("newsroom", gone)
+        assert (await app.run_once(force=True)).written == ()
+        assert (feeds / "newsroom.json").read_bytes() == original
+        # a file changed by someone else is rendered again, from the store as it is now, and
+        # so are the feed's other formats, which the store no longer matches
+        (feeds / "newsroom.json").write_text("{}")
+        report = await app.run_once(force=True)
+    assert sorted(p.name for p in report.written) == [
+        "newsroom.atom",
+        "newsroom.json",
+        "newsroom.rss",
+    ]
+    assert json.loads((feeds / "newsroom.json").read_text())["items"] == []

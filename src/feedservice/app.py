@@ -357,7 +357,7 @@ class App:
             if publish_all
             else tuple(f for f in self.config.feeds if state.touched & set(f.sources))
         )
-        written, errors = self.publish(specs)
+        written, errors = self.publish(specs, touched=state.touched if publish_all else None)
         watch_specs = (
             self.config.watches
             if publish_all
@@ -400,21 +400,37 @@ class App:
             name=spec.name, title=spec.title, self_base=base, description=spec.description
         )
 
-    def publish(self, specs: Iterable[FeedSpec]) -> tuple[list[Path], list[str]]:
-        """Render and write each feed in its formats; only changed files are replaced."""
+    def publish(
+        self, specs: Iterable[FeedSpec], *, touched: AbstractSet[str] | None = None
+    ) -> tuple[list[Path], list[str]]:
+        """Render and write each feed in its formats; only changed files are replaced.
+
+        ``touched``: the sources whose entries may have changed since this app last published.
+        A feed over none of them whose files are still as this app wrote them is up to date
+        and skipped without reading the store (a warm pass of ``feedservice once`` over
+        thousands of 304s). None: every feed's entries are read and compared.
+        """
         written: list[Path] = []
         errors: list[str] = []
         feeds_dir = self.config.service.feeds_dir
         for spec in specs:
+            paths = [feeds_dir / f"{spec.name}.{fmt}" for fmt in spec.formats]
+            if (
+                touched is not None
+                and touched.isdisjoint(spec.sources)
+                and all(self._as_written(path) is not None for path in paths)
+            ):
+                continue
             try:
                 entries = tuple(self.store.latest_entries(spec.sources, spec.limit))
                 view = self.feed_view(spec)
                 # rendering is a pure function of the view and the entries (every field)
                 fingerprint = hash((view, entries))
-                for fmt in spec.formats:
-                    path = feeds_dir / f"{spec.name}.{fmt}"
-                    if self._unchanged(path, fingerprint):
+                for fmt, path in zip(spec.formats, paths, strict=True):
+                    if self._as_written(path) == fingerprint:
                         continue
+                    # forgotten first: a failed write leaves the file to be redone next time
+                    self._published.pop(path, None)
                     if write_if_changed(path, render_feed(view, entries, fmt)):
                         written.append(path)
                     self._remember(path, fingerprint)
@@ -423,25 +439,25 @@ class App:
                 errors.append(f"feed {spec.name}: {exc}")
         return written, errors
 
-    def _unchanged(self, path: Path, fingerprint: int) -> bool:
-        """True when the feed file was rendered from inputs with this fingerprint and is still
-        the file written then: most passes (every source 304, new entries below a feed's
-        limit) leave most feeds as they were, and rendering is the costly part. Only the
-        fingerprint and the file's stat are kept, so memory does not grow with the feeds."""
+    def _as_written(self, path: Path) -> int | None:
+        """The fingerprint of what this app last rendered into ``path``, if the file is still
+        the one it wrote (same size and mtime); else None. Most passes (every source 304, new
+        entries below a feed's limit) leave most feeds as they were, and rendering is the
+        costly part. Only the fingerprint and the file's stat are kept, so memory does not
+        grow with the feeds."""
         last = self._published.get(path)
-        if last is None or last[0] != fingerprint:
-            return False
+        if last is None:
+            return None
         try:
             st = path.stat()
         except OSError:
-            return False  # gone (or unreadable): render and write it again
-        return (st.st_size, st.st_mtime_ns) == last[1:]
+            return None  # gone (or unreadable): render and write it again
+        return last[0] if (st.st_size, st.st_mtime_ns) == last[1:] else None
 
     def _remember(self, path: Path, fingerprint: int) -> None:
         try:
             st = path.stat()
         except OSError:
-            self._published.pop(path, None)
             return
         self._published[path] = (fingerprint, st.st_size, st.st_mtime_ns)
 
