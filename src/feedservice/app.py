@@ -415,19 +415,16 @@ class App:
         feeds_dir = self.config.service.feeds_dir
         for spec in specs:
             paths = [feeds_dir / f"{spec.name}.{fmt}" for fmt in spec.formats]
-            if (
-                touched is not None
-                and touched.isdisjoint(spec.sources)
-                and all(self._as_written(path) is not None for path in paths)
-            ):
+            as_written = [self._as_written(path) for path in paths]
+            if touched is not None and touched.isdisjoint(spec.sources) and None not in as_written:
                 continue
             try:
                 entries = tuple(self.store.latest_entries(spec.sources, spec.limit))
                 view = self.feed_view(spec)
                 # rendering is a pure function of the view and the entries (every field)
                 fingerprint = hash((view, entries))
-                for fmt, path in zip(spec.formats, paths, strict=True):
-                    if self._as_written(path) == fingerprint:
+                for fmt, path, last in zip(spec.formats, paths, as_written, strict=True):
+                    if last == fingerprint:
                         continue
                     # forgotten first: a failed write leaves the file to be redone next time
                     self._published.pop(path, None)

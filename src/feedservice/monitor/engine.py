@@ -271,10 +271,11 @@ class Monitor:
         self._base_cache = {}
         items = [self._item(e) for e in entries]
         pool = self.pool
-        fresh = [it.entry.id for it in items if it.entry.id not in pool]
+        fresh = []
         for item in items:
             if item.entry.id not in pool:
                 pool.add(item.entry.id, item.entry.title, item.vectors)
+                fresh.append(item.entry.id)
         pool.borrow_years(fresh)
         # Pass 1: every item's neighbours, its direct similarity to the stories, and the
         # stories' neighbourhoods updated with the batch (a batch is judged as a whole).

@@ -22,7 +22,13 @@ __all__ = [
     "notification_key",
     "redact_url",
     "retry_delay",
+    "utc_now",
 ]
+
+
+def utc_now() -> datetime:
+    """The channels' default clock (tests inject their own)."""
+    return datetime.now(UTC)
 
 
 def notification_key(watch: str, entry_id: str) -> str:

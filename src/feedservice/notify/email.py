@@ -20,13 +20,9 @@ from email.utils import format_datetime, parseaddr
 
 from feedservice.config import SmtpConfig
 from feedservice.errors import ConfigError, NotifyError
-from feedservice.notify._base import Notification
+from feedservice.notify._base import Notification, utc_now
 
 __all__ = ["EmailNotifier", "build_message"]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _one_line(text: str) -> str:
@@ -114,7 +110,7 @@ class EmailNotifier:
         address: str,
         smtp: SmtpConfig,
         *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         _check_addr_spec("address", address)
         # The sender may carry a display name ("Feeds <feeds@example.org>"); the envelope

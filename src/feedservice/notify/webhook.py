@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ import aiohttp
 
 from feedservice import __version__
 from feedservice.errors import ConfigError, NotifyError
-from feedservice.notify._base import Notification, redact_url
+from feedservice.notify._base import Notification, redact_url, utc_now
 
 __all__ = ["DEFAULT_USER_AGENT", "WebhookNotifier", "signing_key"]
 
@@ -39,10 +39,6 @@ DEFAULT_USER_AGENT = f"feedservice/{__version__} (webhook notifier)"
 _RETRYABLE_4XX = frozenset({408, 429})
 _SNIPPET_BYTES = 200
 _SECRET_PREFIX = "whsec_"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def signing_key(secret: str) -> bytes:
@@ -92,7 +88,7 @@ class WebhookNotifier:
         timeout: float = 10.0,
         user_agent: str = DEFAULT_USER_AGENT,
         secret: str | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
