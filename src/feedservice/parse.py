@@ -3,13 +3,13 @@
 Feeds (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.0/1.1) take one of three paths:
 
 * JSON Feed: :mod:`json`, mapped field by field (https://www.jsonfeed.org/version/1.1/).
-* XML, fast path: our own reader over one strict, hardened lxml parse. Measured here
-  (``bench/parse.py``, docs/benchmarks.md) it reads real-world feeds at 40-50x
-  feedparser's throughput, about two thirds of fastfeedparser's speed (lxml's own parse
-  is half of the time), and agrees with feedparser on >= 99% of items (id, title, link,
-  date) where fastfeedparser did not: it invents ids from links, takes a guid with
-  isPermaLink="false" as the link and drops XHTML titles, and it parses with
-  ``huge_tree=True``. Like fastfeedparser it neither sanitises nor resolves links: the
+* XML, fast path: our own reader over one strict, hardened lxml parse (libxml2's push
+  parser). Measured here (``bench/parse.py``, docs/benchmarks.md) it reads real-world
+  feeds at about 50-55x feedparser's throughput, about two thirds of fastfeedparser's
+  speed (lxml's own parse is half of the time), and agrees with feedparser on >= 99% of
+  items (id, title, link, date) where fastfeedparser did not: it invents ids from links,
+  takes a guid with isPermaLink="false" as the link and drops XHTML titles, and it parses
+  with ``huge_tree=True``. Like fastfeedparser it neither sanitises nor resolves links: the
   normalise step does both for every entry, whatever parser produced it (issue 3, item 5).
   Two common slips are repaired first (HTML entities such as ``&nbsp;``, undeclared
   namespace prefixes), and a document cut off before its end (open elements or an open
