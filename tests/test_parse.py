@@ -442,6 +442,12 @@ def test_base_falls_back_to_feed_link_then_url() -> None:
         ("Wed, 02 Nov 2011 17:25:27 -0530", utc(2011, 11, 2, 22, 55, 27)),
         ("Wed, 2 Nov 2011 23:25:27 +0630", utc(2011, 11, 2, 16, 55, 27)),
         ("Sat, 31 Dec 2011 23:59:60 GMT", utc(2012, 1, 1)),  # a leap second
+        # Around the usual RSS shape, which takes a shortcut: each must read as before.
+        ("Wed, 02 Nov 2011 17:25:27 UT", utc(2011, 11, 2, 17, 25, 27)),
+        ("02 Nov 2011 17:25:27 +0100", utc(2011, 11, 2, 16, 25, 27)),  # no weekday
+        ("Wed, 02 NOV 2011 17:25:27 +0000", utc(2011, 11, 2, 17, 25, 27)),
+        ("Wed, 2 Nov 2011 7:25:27 +0000", utc(2011, 11, 2, 7, 25, 27)),
+        ("Wed, 02 Nov 2011 17:25:27 +2400", utc(2011, 11, 1, 17, 25, 27)),  # email.utils
         ("Wed, 31 Feb 2011 10:00:00 GMT", None),
         ("garbage", None),
         ("", None),
