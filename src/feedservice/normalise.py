@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import compress
+from itertools import chain, compress
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -858,52 +858,53 @@ def extract_entities(text: str) -> tuple[str, ...]:
     with an alternative per kind.
     """
     found: list[str] = []
-    scan = _EntityScan(text)
-    for line in text.splitlines():
-        words = line.split()
+    lines = text.splitlines()
+    split = [line.split() for line in lines]
+    scan = _EntityScan(text, split)
+    for line, words in zip(lines, split, strict=True):
         if words:
             scan.line(words, found, shouting=len(words) >= 4 and line.isupper())
 
     # A lone capitalised word opening a sentence ("Buses will ...") counts only when the same
     # word also shows up as a name where capitals are not automatic.
-    pending = list(map(_IS_PENDING, found))
-    if any(pending):
-        confirmed = set(compress(found, map(operator.not_, pending)))
-        found = [
-            e[1:] if p else e  # (the marker is one character)
-            for e, p in zip(found, pending, strict=True)
-            if not p or e[1:] in confirmed
-        ]
+    if any(map(_IS_PENDING, found)):
+        pending = set(filter(_IS_PENDING, found))
+        confirmed = set(found) - pending
+        # each pending entry -> its name, or None when unconfirmed (the map runs in C)
+        fate = {e: e[1:] if e[1:] in confirmed else None for e in pending}
+        found = [e for e in map(fate.get, found, found) if e is not None]
 
     # "Hamada" after "Yasukazu Hamada": the surname alone is the same person
     # (each distinct entity once: the outcome does not depend on repeats or order)
     counts = Counter(found)  # keys in order of first appearance
     surnames: dict[str, str | None] = {}
-    for e in counts:
-        if " " not in e:
-            continue
+    for e in filter(_HAS_SPACE, counts):
         parts = e.split()
         if len(parts) >= 2 and parts[-1][:1].isupper() and parts[0] not in _MONTH_NAMES:
             prev = surnames.get(parts[-1], e)
             surnames[parts[-1]] = e if prev == e else None
-    if any(surnames.values()):
-        found = [(surnames.get(e) or e) if " " not in e else e for e in found]
-        counts = Counter(found)
-    # most_common() sorts stably: equal counts keep the order of first appearance
-    return tuple(e for e, _ in counts.most_common())
+    # Only a one-word entity equal to a surname changes (a surname holds no space); when none
+    # is among the entities, the counts stand.
+    full = {last: e for last, e in surnames.items() if e}
+    if full and not full.keys().isdisjoint(counts):
+        counts = Counter(map(full.get, found, found))
+    # sorted is stable (as most_common): equal counts keep the order of first appearance
+    return tuple(map(_FIRST, sorted(counts.items(), key=_SECOND, reverse=True)))
 
 
 _PENDING = "\x00"  # marks a sentence-initial one-word candidate until it is confirmed
 _IS_PENDING = operator.methodcaller("startswith", _PENDING)
+_HAS_SPACE = operator.methodcaller("__contains__", " ")
 
 
 class _EntityScan:
     """The per-call state of :func:`extract_entities`."""
 
-    __slots__ = ("_tokens", "text")
+    __slots__ = ("_tokens", "lines", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, lines: list[list[str]]) -> None:
         self.text = text
+        self.lines = lines  # the text's lines split into words (together: text.split())
         self._tokens: frozenset[str] | None = None
 
     def appears_in_lower_case(self, word: str) -> bool:
@@ -912,7 +913,9 @@ class _EntityScan:
         if word not in self.text:  # a substring search in C; usually settles it
             return False
         if self._tokens is None:
-            self._tokens = frozenset(self.text.split())
+            # the words split already (their hashes are computed): the same set as
+            # frozenset(text.split()), since every line break is whitespace to split()
+            self._tokens = frozenset(chain.from_iterable(self.lines))
         tokens = self._tokens
         return (
             word in tokens
@@ -938,7 +941,9 @@ class _EntityScan:
             if kind == _K_NAME:
                 pass
             elif kind == _K_NUMBER:
-                resume = _number(words, i, core, found)
+                got, used = _number_here(*words[i : i + 3])
+                found.extend(got)
+                resume = i + used
                 continue
             elif kind == _K_WEEKDAY:
                 found.append(low.capitalize())
@@ -955,15 +960,17 @@ class _EntityScan:
             j = i + 1
             while j < n and not ended:
                 nxt = words[j]
-                if (
-                    nxt in _NAME_CONNECTORS
-                    and j + 1 < n
-                    and words[j + 1][:1].isupper()
-                    and not _ends_run(nxt)
-                ):
-                    run.append(nxt)
-                    j += 1
-                    continue
+                if not nxt[0].isupper():  # (_run_word would say so; most runs end here)
+                    if (
+                        nxt in _NAME_CONNECTORS
+                        and j + 1 < n
+                        and words[j + 1][:1].isupper()
+                        and not _ends_run(nxt)
+                    ):
+                        run.append(nxt)
+                        j += 1
+                        continue
+                    break
                 c, ended = _run_word(nxt)
                 if not c:
                     break
@@ -982,9 +989,14 @@ class _EntityScan:
                 continue
             # the common case, one word: a sentence's first word is also dropped when it
             # appears in lower case in the text (the one rule that needs the text)
-            name = _single_name(core, low, sentence_start)
-            if name and not (sentence_start and self.appears_in_lower_case(low)):
-                found.append(name)
+            if sentence_start:
+                name = _single_name_at_start(core)
+                if name and not self.appears_in_lower_case(low):
+                    found.append(name)
+            else:
+                name = _single_name_inside(core)
+                if name:
+                    found.append(name)
 
 
 def _date(words: Sequence[str], i: int, month: str, found: list[str]) -> int:
@@ -1093,6 +1105,27 @@ def _token_kind(word: str) -> tuple[str, str, int, bool]:
 
 
 @functools.lru_cache(maxsize=_TOKEN_MEMO)
+def _single_name_at_start(tok: str) -> str:
+    """:func:`_single_name` of a name run's only word, opening a sentence (one argument:
+    a cheaper memo key)."""
+    return _single_name(tok, tok.lower().rstrip("."), True)
+
+
+@functools.lru_cache(maxsize=_TOKEN_MEMO)
+def _single_name_inside(tok: str) -> str:
+    """:func:`_single_name` of a name run's only word inside a sentence."""
+    return _single_name(tok, tok.lower().rstrip("."), False)
+
+
+@functools.lru_cache(maxsize=_TOKEN_MEMO)
+def _number_here(*words: str) -> tuple[tuple[str, ...], int]:
+    """(entities, words used) of the number at ``words[0]``; :func:`_number` reads at most
+    the two words after it, so they (a memo key) decide the outcome."""
+    found: list[str] = []
+    used = _number(words, 0, _token_kind(words[0])[0], found)
+    return tuple(found), used
+
+
 def _single_name(tok: str, low: str, sentence_start: bool) -> str:
     """:func:`_run_names` of a run of one word (``low``: its lower case without a final dot),
     "" for none; the caller adds the rule that needs the text (see :meth:`_EntityScan.line`)."""
