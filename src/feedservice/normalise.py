@@ -493,8 +493,9 @@ def _dedupe(blocks: Sequence[str], kinds: Sequence[str] | None, *, collapsed: bo
     keep: list[bool] = []
     seen_exact: set[tuple[str, str]] = set()
     kept: list[_Kept] = []
-    raws: list[frozenset[str]] = []  # kept[k].raw and its size, for the prefilter in C
-    sizes: list[int] = []
+    numbers: list[frozenset[str]] = []  # kept[k].numbers, for the first test in C
+    raws: list[frozenset[str]] = []  # kept[k].raw and its size, for the prefilter in C,
+    sizes: list[int] = []  # built when a comparison first needs them
     for pos, text in enumerate(blocks):
         kind = kinds[pos] if kinds is not None else ""
         exact = (kind, (text if collapsed else _collapse_ws(text)).lower())
@@ -506,29 +507,53 @@ def _dedupe(blocks: Sequence[str], kinds: Sequence[str] | None, *, collapsed: bo
             continue
         if kind in _PROSE_KINDS and exact[1].count(" ") + 1 >= _MIN_WORDS_FOR_NEAR:
             block = _Kept(kind, text, exact[1])
-            if kept and _repeats_any(block, kept, raws, sizes):
+            if kept and _repeats_any(block, kept, numbers, raws, sizes):
                 keep.append(False)
                 continue
             kept.append(block)
-            raws.append(block.raw)
-            sizes.append(len(block.raw))
+            numbers.append(block.numbers)
         seen_exact.add(exact)
         keep.append(True)
     return keep
 
 
 class _Kept:
-    """A prose block under comparison: its raw lower-case word set at once, its
-    :class:`_Signature` only when a comparison needs it."""
+    """A prose block under comparison: its numbers at once, its raw lower-case word set and
+    its :class:`_Signature` only when a comparison needs them."""
 
-    __slots__ = ("_dashes", "_sig", "kind", "raw", "text")
+    __slots__ = ("_dashes", "_raw", "_sig", "kind", "lowered", "numbers", "text")
 
     def __init__(self, kind: str, text: str, lowered: str) -> None:
         self.kind = kind
         self.text = text
-        self.raw = frozenset(lowered.split())
+        self.lowered = lowered
+        self._raw: frozenset[str] | None = None
         self._sig: _Signature | None = None
         self._dashes = "—" in lowered or "–" in lowered
+        self.numbers = self._numbers()
+
+    @property
+    def raw(self) -> frozenset[str]:
+        if self._raw is None:
+            self._raw = frozenset(self.lowered.split())
+        return self._raw
+
+    def _numbers(self) -> frozenset[str]:
+        """``self.sig.numbers`` (the folded words that start with a digit), folding only
+        the words that hold an ASCII digit: folding keeps a word's first character, so when
+        no other character of the block is a digit these are the only candidates. (A pair
+        of paragraphs that differ in their numbers is no repeat: the cheapest test.)"""
+        low = self.lowered
+        if not low.isascii() and any(map(str.isdigit, "".join(_NON_ASCII(low)))):
+            return self.sig.numbers  # e.g. "²" or "٣": str.isdigit, no ASCII digit
+        if self._dashes:  # dashes separate words (see _raw_words)
+            low = low.replace("—", " ").replace("–", " ")
+        # each word holding a digit: from its first digit to its end, back to its start
+        held = {low[low.rfind(" ", 0, m.start()) + 1 : m.end()] for m in _DIGITS(low)}
+        if not held:
+            return _NO_NUMBERS
+        words = frozenset(map(_norm_word, held))
+        return frozenset(compress(words, map(_starts_with_digit, words)))
 
     @property
     def sig(self) -> _Signature:
@@ -538,6 +563,16 @@ class _Kept:
             words = None if self._dashes else frozenset(map(_norm_word, self.raw)) - _NO_WORD
             self._sig = _Signature(self.text, words)
         return self._sig
+
+
+# From the first ASCII digit of a word (words are separated by spaces) to its end.
+_DIGITS = re.compile(r"[0-9][^ ]*").finditer
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+").findall
+_NO_NUMBERS: frozenset[str] = frozenset()
+
+
+def _starts_with_digit(word: str) -> bool:
+    return word[:1].isdigit()
 
 
 #: How many earlier paragraphs each one is compared with: bounds the work on a pathological
@@ -552,33 +587,43 @@ _RAW_PREFILTER = 0.2
 
 
 def _repeats_any(
-    block: _Kept, kept: list[_Kept], raws: list[frozenset[str]], sizes: list[int]
+    block: _Kept,
+    kept: list[_Kept],
+    numbers: list[frozenset[str]],
+    raws: list[frozenset[str]],
+    sizes: list[int],
 ) -> bool:
-    """Is ``block`` a near repeat of a kept block? The cheap tests go first: the raw word
-    sets (``raws``/``sizes``: the kept blocks' raw sets and their sizes; intersections and
-    the prefilter's arithmetic run in C over the whole window, since nearly every pair
-    fails it), the kind, then the sizes of the folded sets (Jaccard >= t needs the smaller
-    to be >= t times the larger), the numbers, the folded Jaccard; the names guard only for
-    a pair that passed them all."""
+    """Is ``block`` a near repeat of a kept block? The tests are independent (a pair must
+    pass them all), so the cheap ones go first: the numbers (``numbers``: the kept blocks'),
+    the raw word sets (``raws``/``sizes``: the kept blocks' raw sets and their sizes, built
+    on first need; intersections and the prefilter's arithmetic run in C over the window,
+    since nearly every pair fails one of these two), the kind, then the sizes of the folded
+    sets (Jaccard >= t needs the smaller to be >= t times the larger), the folded Jaccard;
+    the names guard only for a pair that passed them all."""
     t = NEAR_DUPLICATE_THRESHOLD
+    start = max(0, len(kept) - _NEAR_WINDOW)
+    same = list(compress(range(start, len(kept)), map(block.numbers.__eq__, numbers[start:])))
+    if not same:
+        return False
+    while len(raws) < len(kept):  # each kept block's raw set once
+        other_raw = kept[len(raws)].raw
+        raws.append(other_raw)
+        sizes.append(len(other_raw))
     raw = block.raw
     rsize = len(raw)
-    start = max(0, len(kept) - _NEAR_WINDOW)
-    inters = list(map(len, map(raw.intersection, raws[start:] if start else raws)))
+    inters = list(map(len, map(raw.intersection, map(raws.__getitem__, same))))
     # the raw Jaccard prefilter, pair by pair: inter >= p * (|a| + |b| - inter)
     limits = map(
         _RAW_PREFILTER.__mul__,
-        map(operator.sub, map(rsize.__add__, sizes[start:] if start else sizes), inters),
+        map(operator.sub, map(rsize.__add__, map(sizes.__getitem__, same)), inters),
     )
-    for k in compress(range(start, len(kept)), map(operator.ge, inters, limits)):
+    for k in compress(same, map(operator.ge, inters, limits)):
         other = kept[k]
         if other.kind != block.kind:
             continue
         sig, osig = block.sig, other.sig
         size, osize = len(sig.words), len(osig.words)
         if min(size, osize) < _MIN_WORDS_FOR_NEAR or min(size, osize) < t * max(size, osize):
-            continue
-        if sig.numbers != osig.numbers:
             continue
         inter = len(sig.words & osig.words)
         if inter >= t * (size + osize - inter) and _names_agree(sig, osig):
