@@ -41,11 +41,11 @@ import operator
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, compress
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import nh3
@@ -81,6 +81,7 @@ ID_NAMESPACE = uuid.UUID("5b0c7d6e-8f4a-5d2b-9c1e-3a7f6e2d4b10")
 SUMMARY_MAX_CHARS = 300
 _TITLE_FROM_SUMMARY_CHARS = 80
 _UNTITLED = "(untitled)"
+_V = TypeVar("_V")
 
 
 def _words(text: str) -> frozenset[str]:
@@ -732,7 +733,6 @@ def stem(word: str) -> str:
     return word
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _keyword_word(raw: str) -> str:
     """A token's keyword form, or "" when it is no keyword (a stopword, a number, one letter)."""
     word = _bare_word(raw)
@@ -745,15 +745,40 @@ def extract_keywords(text: str, k: int = 20, *, title: str = "") -> tuple[str, .
     """The ``k`` most frequent content words of ``title`` + ``text`` (lower case, stopwords
     removed, British spelling folded to American, plurals stemmed). Title words count three
     times: a headline names what the story is about. Ties keep first-appearance order."""
-    # map/filter/Counter iterate in C, and _keyword_word is memoised: no Python-level loop.
+    # map/filter/Counter iterate in C, and _keyword_word is memoised (a dict read by
+    # subscript, faster than an lru_cache call): no Python-level loop.
+    form = _KEYWORD_WORDS.__getitem__
     counts: Counter[str] = Counter()
     if title:
-        counts.update(filter(None, map(_keyword_word, _raw_words(title) * 3)))
-    counts.update(filter(None, map(_keyword_word, _raw_words(text))))
+        counts.update(filter(None, map(form, _raw_words(title) * 3)))
+    counts.update(filter(None, map(form, _raw_words(text))))
     # A stable sort (as Counter.most_common, whose heap for k is slower here): for equal
     # counts the first appearance wins.
     best = sorted(counts.items(), key=_SECOND, reverse=True)[: max(k, 0)]
-    return tuple(word for word, _ in best)
+    return tuple(map(_FIRST, best))
+
+
+class _Memo(dict[str, _V]):
+    """A bounded memo of a pure function of one string, read at C speed (subscript, or
+    ``map`` over ``__getitem__``); emptied when full, so it never holds more than
+    ``limit`` entries."""
+
+    __slots__ = ("fn", "limit")
+
+    def __init__(self, fn: Callable[[str], _V], limit: int) -> None:
+        super().__init__()
+        self.fn = fn
+        self.limit = limit
+
+    def __missing__(self, key: str) -> _V:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.fn(key)
+        return value
+
+
+# A memo, not state: see _Memo.
+_KEYWORD_WORDS = _Memo(_keyword_word, 1 << 16)
 
 
 _FIRST = operator.itemgetter(0)
@@ -869,7 +894,6 @@ _SENTENCE_TAILS = frozenset("\"”’')»!?:.")
 
 # A memo, not state: asked only of tokens ending in sentence punctuation, before every
 # capitalised word that follows one (the same sentence-final words recur across items).
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _ends_sentence(word: str) -> bool:
     last = word.rstrip("\"”’')»")[-1:]
     return last in ("!", "?", ":") or (last == "." and not _is_abbreviation(word.strip("\"”’')»")))
@@ -982,7 +1006,7 @@ class _EntityScan:
             if i < resume:
                 continue
             word = words[i]
-            core, low, kind, ended = _token_kind(word)
+            core, low, kind, ended = _TOKEN_KINDS[word]
             if kind == _K_NAME:
                 pass
             elif kind == _K_NUMBER:
@@ -1016,7 +1040,7 @@ class _EntityScan:
                         j += 1
                         continue
                     break
-                c, ended = _run_word(nxt)
+                c, ended = _RUN_WORDS[nxt]
                 if not c:
                     break
                 run.append(c)
@@ -1026,7 +1050,7 @@ class _EntityScan:
                 continue
             if i:
                 prev = words[i - 1]
-                sentence_start = prev[-1] in _SENTENCE_TAILS and _ends_sentence(prev)
+                sentence_start = prev[-1] in _SENTENCE_TAILS and _ENDS_SENTENCE[prev]
             else:
                 sentence_start = True
             if len(run) > 1:
@@ -1035,11 +1059,11 @@ class _EntityScan:
             # the common case, one word: a sentence's first word is also dropped when it
             # appears in lower case in the text (the one rule that needs the text)
             if sentence_start:
-                name = _single_name_at_start(core)
+                name = _NAMES_AT_START[core]
                 if name and not self.appears_in_lower_case(low):
                     found.append(name)
             else:
-                name = _single_name_inside(core)
+                name = _NAMES_INSIDE[core]
                 if name:
                     found.append(name)
 
@@ -1129,7 +1153,6 @@ _K_SKIP, _K_NUMBER, _K_NAME, _K_WEEKDAY, _K_MONTH = range(5)
 
 
 # Memos, not state: pure functions of one token, asked for the same tokens again and again.
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _token_kind(word: str) -> tuple[str, str, int, bool]:
     """What a whitespace token may start for :meth:`_EntityScan.line`: (its core, its lower
     case without a final dot, its kind, whether a capitalised run ends with it)."""
@@ -1149,14 +1172,12 @@ def _token_kind(word: str) -> tuple[str, str, int, bool]:
     return core, low, _K_NAME, _ends_run(word)
 
 
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _single_name_at_start(tok: str) -> str:
     """:func:`_single_name` of a name run's only word, opening a sentence (one argument:
     a cheaper memo key)."""
     return _single_name(tok, tok.lower().rstrip("."), True)
 
 
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _single_name_inside(tok: str) -> str:
     """:func:`_single_name` of a name run's only word inside a sentence."""
     return _single_name(tok, tok.lower().rstrip("."), False)
@@ -1167,7 +1188,7 @@ def _number_here(*words: str) -> tuple[tuple[str, ...], int]:
     """(entities, words used) of the number at ``words[0]``; :func:`_number` reads at most
     the two words after it, so they (a memo key) decide the outcome."""
     found: list[str] = []
-    used = _number(words, 0, _token_kind(words[0])[0], found)
+    used = _number(words, 0, _TOKEN_KINDS[words[0]][0], found)
     return tuple(found), used
 
 
@@ -1185,7 +1206,6 @@ def _single_name(tok: str, low: str, sentence_start: bool) -> str:
     return _PENDING + name if sentence_start and not acronym else name
 
 
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _run_word(word: str) -> tuple[str, bool]:
     """The core of a token that continues a capitalised run ("" when the run ends before
     it) and whether the run ends with it."""
@@ -1195,6 +1215,16 @@ def _run_word(word: str) -> tuple[str, bool]:
     if not c or c.lower().rstrip(".") in _MONTHS or c.lower() in _WEEKDAYS:
         return "", True
     return c, _ends_run(word)
+
+
+# Memos, not state: each is a bounded pure function of one token (see _Memo). Plain dicts
+# read by subscript: cheaper than lru_cache calls, whose recency bookkeeping also touches
+# more memory on every hit.
+_TOKEN_KINDS = _Memo(_token_kind, _TOKEN_MEMO)
+_RUN_WORDS = _Memo(_run_word, _TOKEN_MEMO)
+_ENDS_SENTENCE = _Memo(_ends_sentence, _TOKEN_MEMO)
+_NAMES_AT_START = _Memo(_single_name_at_start, _TOKEN_MEMO)
+_NAMES_INSIDE = _Memo(_single_name_inside, _TOKEN_MEMO)
 
 
 @functools.lru_cache(maxsize=_WINDOW_MEMO)
