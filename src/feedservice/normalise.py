@@ -84,6 +84,25 @@ _UNTITLED = "(untitled)"
 _V = TypeVar("_V")
 
 
+class _Memo(dict[str, _V]):
+    """A bounded memo of a pure function of one string, read at C speed (subscript, or
+    ``map`` over ``__getitem__``); emptied when full, so it never holds more than
+    ``limit`` entries."""
+
+    __slots__ = ("fn", "limit")
+
+    def __init__(self, fn: Callable[[str], _V], limit: int) -> None:
+        super().__init__()
+        self.fn = fn
+        self.limit = limit
+
+    def __missing__(self, key: str) -> _V:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.fn(key)
+        return value
+
+
 def _words(text: str) -> frozenset[str]:
     """A word list written as running text (easier to read and extend than a list literal)."""
     return frozenset(text.split())
@@ -365,9 +384,7 @@ def _bare_word(raw: str) -> str:
     return word if word[:1].isalnum() else ""
 
 
-# A memo, not state: the result depends only on the argument, and the size is bounded.
-@functools.lru_cache(maxsize=1 << 16)
-def _norm_word(raw: str) -> str:
+def _fold_word(raw: str) -> str:
     """One lower-case token -> its comparison form: bare (see :func:`_bare_word`), British
     spelling folded to American, plural stemmed."""
     word = _bare_word(raw)
@@ -384,6 +401,10 @@ def _norm_word(raw: str) -> str:
         ):
             folded = _ISE_RE.sub(r"\1z\2", word)
     return stem(folded)
+
+
+# A memo, not state: the result depends only on the argument, and the size is bounded.
+_norm_word = _Memo(_fold_word, 1 << 16).__getitem__
 
 
 def _norm_words(text: str) -> frozenset[str]:
@@ -758,25 +779,6 @@ def extract_keywords(text: str, k: int = 20, *, title: str = "") -> tuple[str, .
     return tuple(map(_FIRST, best))
 
 
-class _Memo(dict[str, _V]):
-    """A bounded memo of a pure function of one string, read at C speed (subscript, or
-    ``map`` over ``__getitem__``); emptied when full, so it never holds more than
-    ``limit`` entries."""
-
-    __slots__ = ("fn", "limit")
-
-    def __init__(self, fn: Callable[[str], _V], limit: int) -> None:
-        super().__init__()
-        self.fn = fn
-        self.limit = limit
-
-    def __missing__(self, key: str) -> _V:
-        if len(self) >= self.limit:
-            self.clear()
-        value = self[key] = self.fn(key)
-        return value
-
-
 # A memo, not state: see _Memo.
 _KEYWORD_WORDS = _Memo(_keyword_word, 1 << 16)
 
@@ -979,13 +981,13 @@ class _EntityScan:
     def appears_in_lower_case(self, word: str) -> bool:
         """Does ``word`` (lower case) occur in the text in lower case? Asked only for
         sentence-initial one-word candidates; the token set is built once, on first use."""
-        if word not in self.text:  # a substring search in C; usually settles it
-            return False
-        if self._tokens is None:
+        tokens = self._tokens
+        if tokens is None:
+            if word not in self.text:  # a substring search in C; often settles it
+                return False
             # the words split already (their hashes are computed): the same set as
             # frozenset(text.split()), since every line break is whitespace to split()
-            self._tokens = frozenset(chain.from_iterable(self.lines))
-        tokens = self._tokens
+            tokens = self._tokens = frozenset(chain.from_iterable(self.lines))
         return (
             word in tokens
             or word + "," in tokens
@@ -1024,9 +1026,32 @@ class _EntityScan:
                     continue
             else:
                 continue
+            j = i + 1
+            if ended or j == n or not (words[j][0].isupper() or words[j] in _NAME_CONNECTORS):
+                # a run of one word (the common case; the loop below would stop at once)
+                resume = j
+                if shouting:
+                    continue
+                if i:
+                    prev = words[i - 1]
+                    if prev[-1] in _SENTENCE_TAILS and _ENDS_SENTENCE[prev]:
+                        # a sentence's first word is also dropped when it appears in lower
+                        # case in the text (the one rule that needs the text)
+                        name = _NAMES_AT_START[core]
+                        if name and not self.appears_in_lower_case(low):
+                            found.append(name)
+                        continue
+                else:
+                    name = _NAMES_AT_START[core]
+                    if name and not self.appears_in_lower_case(low):
+                        found.append(name)
+                    continue
+                name = _NAMES_INSIDE[core]
+                if name:
+                    found.append(name)
+                continue
             # a capitalised run
             run = [core]
-            j = i + 1
             while j < n and not ended:
                 nxt = words[j]
                 if not nxt[0].isupper():  # (_run_word would say so; most runs end here)
@@ -1392,9 +1417,12 @@ def content_hash(
     *, title: str, link: str | None, content_html: str, author: str | None, tags: Sequence[str]
 ) -> str:
     """sha256 (hex) over what a reader sees, serialised unambiguously (JSON array)."""
-    payload = json.dumps([title, link or "", content_html, author or "", list(tags)],
-                         ensure_ascii=False, separators=(",", ":"))  # fmt: skip
+    payload = _JSON_ENCODE([title, link or "", content_html, author or "", list(tags)])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# What json.dumps(..., ensure_ascii=False, separators=(",", ":")) builds on every call.
+_JSON_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # --- summary and title --------------------------------------------------------------------------
