@@ -938,8 +938,8 @@ def extract_entities(text: str) -> tuple[str, ...]:
 
     # A lone capitalised word opening a sentence ("Buses will ...") counts only when the same
     # word also shows up as a name where capitals are not automatic.
-    if any(map(_IS_PENDING, found)):
-        pending = set(filter(_IS_PENDING, found))
+    if scan.pending:  # (the scan notes each pending entry it adds)
+        pending = scan.pending
         confirmed = set(found) - pending
         # each pending entry -> its name, or None when unconfirmed (the map runs in C)
         fate = {e: e[1:] if e[1:] in confirmed else None for e in pending}
@@ -948,12 +948,11 @@ def extract_entities(text: str) -> tuple[str, ...]:
     # "Hamada" after "Yasukazu Hamada": the surname alone is the same person
     # (each distinct entity once: the outcome does not depend on repeats or order)
     counts = Counter(found)  # keys in order of first appearance
+    lasts = list(map(_SURNAMES.__getitem__, counts))
     surnames: dict[str, str | None] = {}
-    for e in filter(_HAS_SPACE, counts):
-        parts = e.split()
-        if len(parts) >= 2 and parts[-1][:1].isupper() and parts[0] not in _MONTH_NAMES:
-            prev = surnames.get(parts[-1], e)
-            surnames[parts[-1]] = e if prev == e else None
+    for e, last in zip(compress(counts, lasts), filter(None, lasts), strict=True):
+        prev = surnames.get(last, e)
+        surnames[last] = e if prev == e else None
     # Only a one-word entity equal to a surname changes (a surname holds no space); when none
     # is among the entities, the counts stand.
     full = {last: e for last, e in surnames.items() if e}
@@ -964,18 +963,32 @@ def extract_entities(text: str) -> tuple[str, ...]:
 
 
 _PENDING = "\x00"  # marks a sentence-initial one-word candidate until it is confirmed
-_IS_PENDING = operator.methodcaller("startswith", _PENDING)
-_HAS_SPACE = operator.methodcaller("__contains__", " ")
+
+
+def _surname(entity: str) -> str:
+    """The last word of a name of several words, which the word alone may stand for; ""
+    for anything else (one word, "69 million", "March 3")."""
+    if " " not in entity:
+        return ""
+    parts = entity.split()
+    if len(parts) >= 2 and parts[-1][:1].isupper() and parts[0] not in _MONTH_NAMES:
+        return parts[-1]
+    return ""
+
+
+# A memo, not state (see _Memo); entities recur across items.
+_SURNAMES = _Memo(_surname, 1 << 15)
 
 
 class _EntityScan:
     """The per-call state of :func:`extract_entities`."""
 
-    __slots__ = ("_tokens", "lines", "text")
+    __slots__ = ("_tokens", "lines", "pending", "text")
 
     def __init__(self, text: str, lines: list[list[str]]) -> None:
         self.text = text
         self.lines = lines  # the text's lines split into words (together: text.split())
+        self.pending: set[str] = set()  # the entries added with the _PENDING mark
         self._tokens: frozenset[str] | None = None
 
     def appears_in_lower_case(self, word: str) -> bool:
@@ -1040,11 +1053,15 @@ class _EntityScan:
                         name = _NAMES_AT_START[core]
                         if name and not self.appears_in_lower_case(low):
                             found.append(name)
+                            if name[0] == _PENDING:
+                                self.pending.add(name)
                         continue
                 else:
                     name = _NAMES_AT_START[core]
                     if name and not self.appears_in_lower_case(low):
                         found.append(name)
+                        if name[0] == _PENDING:
+                            self.pending.add(name)
                     continue
                 name = _NAMES_INSIDE[core]
                 if name:
@@ -1087,6 +1104,8 @@ class _EntityScan:
                 name = _NAMES_AT_START[core]
                 if name and not self.appears_in_lower_case(low):
                     found.append(name)
+                    if name[0] == _PENDING:
+                        self.pending.add(name)
             else:
                 name = _NAMES_INSIDE[core]
                 if name:
