@@ -194,6 +194,34 @@ def _sanitised_text(fragment: str) -> str:
     return _collapse_ws(fragment)
 
 
+_UNIT_BREAK = "\x00"  # never in nh3's output (html5ever drops or replaces NUL)
+
+
+def _sanitised_texts(fragments: list[str]) -> list[str]:
+    """``[_sanitised_text(f) for f in fragments]``, with each regular expression and the
+    unescaping run once over the fragments joined by :data:`_UNIT_BREAK`. A tag never spans
+    two of nh3's units; should a substitution eat a break anyway, the fragments are done
+    one by one."""
+    if len(fragments) < 2:
+        return list(map(_sanitised_text, fragments))
+    joined = _UNIT_BREAK.join(fragments)
+    breaks = len(fragments) - 1
+    if joined.count(_UNIT_BREAK) != breaks:
+        return list(map(_sanitised_text, fragments))
+    if "<" in joined:
+        joined = _ANY_TAG_RE.sub("", _BLOCKISH_TAG_RE.sub(" ", joined))
+        if joined.count(_UNIT_BREAK) != breaks:
+            return list(map(_sanitised_text, fragments))
+    if "&" in joined:
+        # an entity never spans a break either: nh3 writes each one whole ("&amp;"); and
+        # no character reference stands for NUL (html.unescape gives U+FFFD)
+        joined = html.unescape(joined)
+    parts = joined.split(_UNIT_BREAK)
+    if len(parts) != len(fragments):  # (cannot happen: see above)
+        return list(map(_sanitised_text, fragments))
+    return list(map(_collapse_ws, parts))
+
+
 def _collapse_ws(text: str) -> str:
     return " ".join(text.split())  # several times faster than re.sub(r"\s+", ...)
 
@@ -670,7 +698,7 @@ def _dedupe_html(fragment: str) -> tuple[str, list[tuple[str, str]]]:
     (tag, plain text) in order."""
     pieces = _split_pieces(fragment)
     units = [i for i, p in enumerate(pieces) if p.unit]
-    texts = [_sanitised_text(pieces[i].html) for i in units]
+    texts = _sanitised_texts([pieces[i].html for i in units])
     kinds = [_unit_kind(pieces[i].tag) for i in units]
     keep_flags = _dedupe(texts, kinds, collapsed=True)  # _sanitised_text collapses
     dropped = {i for i, k in zip(units, keep_flags, strict=True) if not k}
