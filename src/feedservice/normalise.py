@@ -598,8 +598,7 @@ class _Kept:
             return self.sig.numbers  # e.g. "²" or "٣": str.isdigit, no ASCII digit
         if self._dashes:  # dashes separate words (see _raw_words)
             low = low.replace("—", " ").replace("–", " ")
-        # each word holding a digit: from its first digit to its end, back to its start
-        held = {low[low.rfind(" ", 0, m.start()) + 1 : m.end()] for m in _DIGITS(low)}
+        held = _DIGIT_WORDS(" " + low)
         if not held:
             return _NO_NUMBERS
         words = frozenset(map(_norm_word, held))
@@ -615,8 +614,8 @@ class _Kept:
         return self._sig
 
 
-# From the first ASCII digit of a word (words are separated by spaces) to its end.
-_DIGITS = re.compile(r"[0-9][^ ]*").finditer
+# The words (each after a space) that hold an ASCII digit; possessive, so no backtracking.
+_DIGIT_WORDS = re.compile(r" ([^ 0-9]*+[0-9][^ ]*+)").findall
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+").findall
 _NO_NUMBERS: frozenset[str] = frozenset()
 
