@@ -19,16 +19,18 @@ Pure functions, no I/O, no clock: the caller passes ``now``. What happens to one
 
 Speed (this runs on every entry from every source): the HTML is sanitised once by nh3 (Rust);
 blocks are split with one regular expression over nh3's well-formed output rather than a DOM
-parse; paragraphs are tokenised for the near-repeat test only when a cheap raw-word test says
-a pair might be one; word folding is memoised. nh3 Cleaners are memoised per base (building
-one costs more than cleaning an item). The entity scanner looks only at tokens that do not
-start in lower case, classifies each token once (memoised: the same tokens recur across
-items), and memoises one-word and multi-word name runs; keywords are counted with map/filter/
-Counter in C. Every memo is a bounded ``functools.lru_cache`` over a pure function of its
-arguments: results never depend on what was normalised before. ``bench/normalise.py``
-measures it against feedparser's sanitiser on the shared real-world feeds and on the items
-``bench/poll.py`` serves (numbers in docs/benchmarks.md); ``analyse=False`` skips entities
-and keywords.
+parse, and their plain texts are taken in one pass; for the near-repeat test, paragraphs are
+compared by their numbers first (only the words holding a digit are folded), then by a cheap
+raw-word test, and tokenised in full only when both say a pair might be one. nh3 Cleaners are
+memoised per base (building one costs more than cleaning an item). The entity scanner looks
+only at tokens that do not start in lower case, classifies each token once (memoised: the same
+tokens recur across items), takes a short path for a one-word name, and memoises numbers and
+name runs; keywords are counted with map/filter/Counter in C. Every memo is bounded and holds
+a pure function of its key (``functools.lru_cache``, or a dict read by subscript where the
+call itself was the cost, emptied when full): results never depend on what was normalised
+before. ``bench/normalise.py`` measures it against feedparser's sanitiser on the shared
+real-world feeds and on the items ``bench/poll.py`` serves (numbers in docs/benchmarks.md);
+``analyse=False`` skips entities and keywords.
 """
 
 from __future__ import annotations
