@@ -1046,11 +1046,12 @@ class _EntityScan:
         # (compress/map iterate in C: several times faster than a comprehension)
         candidates = compress(range(n), map(operator.not_, map(str.islower, map(_FIRST, words))))
         resume = 0  # words before this index were consumed by a date, number or name run
+        kinds, tails, ends_sentence = _TOKEN_KINDS, _SENTENCE_TAILS, _ENDS_SENTENCE
+        connectors, inside, add = _NAME_CONNECTORS, _NAMES_INSIDE, found.append
         for i in candidates:
             if i < resume:
                 continue
-            word = words[i]
-            core, low, kind, ended = _TOKEN_KINDS[word]
+            core, low, kind, ended = kinds[words[i]]
             if kind == _K_NAME:
                 pass
             elif kind == _K_NUMBER:
@@ -1069,14 +1070,14 @@ class _EntityScan:
             else:
                 continue
             j = i + 1
-            if ended or j == n or not (words[j][0].isupper() or words[j] in _NAME_CONNECTORS):
-                # a run of one word (the common case; the loop below would stop at once)
-                resume = j
+            if ended or j == n or not (words[j][0].isupper() or words[j] in connectors):
+                # a run of one word (the common case; the loop below would stop at once;
+                # resume stays: the next candidate comes after this word anyway)
                 if shouting:
                     continue
                 if i:
                     prev = words[i - 1]
-                    if prev[-1] in _SENTENCE_TAILS and _ENDS_SENTENCE[prev]:
+                    if prev[-1] in tails and ends_sentence[prev]:
                         # a sentence's first word is also dropped when it appears in lower
                         # case in the text (the one rule that needs the text)
                         name = _NAMES_AT_START[core]
@@ -1092,9 +1093,9 @@ class _EntityScan:
                         if name[0] == _PENDING:
                             self.pending.add(name)
                     continue
-                name = _NAMES_INSIDE[core]
+                name = inside[core]
                 if name:
-                    found.append(name)
+                    add(name)
                 continue
             # a capitalised run
             run = [core]
