@@ -19,16 +19,18 @@ Pure functions, no I/O, no clock: the caller passes ``now``. What happens to one
 
 Speed (this runs on every entry from every source): the HTML is sanitised once by nh3 (Rust);
 blocks are split with one regular expression over nh3's well-formed output rather than a DOM
-parse; paragraphs are tokenised for the near-repeat test only when a cheap raw-word test says
-a pair might be one; word folding is memoised. nh3 Cleaners are memoised per base (building
-one costs more than cleaning an item). The entity scanner looks only at tokens that do not
-start in lower case, classifies each token once (memoised: the same tokens recur across
-items), and memoises one-word and multi-word name runs; keywords are counted with map/filter/
-Counter in C. Every memo is a bounded ``functools.lru_cache`` over a pure function of its
-arguments: results never depend on what was normalised before. ``bench/normalise.py``
-measures it against feedparser's sanitiser on the shared real-world feeds and on the items
-``bench/poll.py`` serves (numbers in docs/benchmarks.md); ``analyse=False`` skips entities
-and keywords.
+parse, and their plain texts are taken in one pass; for the near-repeat test, paragraphs are
+compared by their numbers first (only the words holding a digit are folded), then by a cheap
+raw-word test, and tokenised in full only when both say a pair might be one. nh3 Cleaners are
+memoised per base (building one costs more than cleaning an item). The entity scanner looks
+only at tokens that do not start in lower case, classifies each token once (memoised: the same
+tokens recur across items), takes a short path for a one-word name, and memoises numbers and
+name runs; keywords are counted with map/filter/Counter in C. Every memo is bounded and holds
+a pure function of its key (``functools.lru_cache``, or a dict read by subscript where the
+call itself was the cost, emptied when full): results never depend on what was normalised
+before. ``bench/normalise.py`` measures it against feedparser's sanitiser on the shared
+real-world feeds and on the items ``bench/poll.py`` serves (numbers in docs/benchmarks.md);
+``analyse=False`` skips entities and keywords.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ import operator
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import compress
-from typing import Literal
+from itertools import chain, compress
+from typing import Literal, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import nh3
@@ -81,6 +83,26 @@ ID_NAMESPACE = uuid.UUID("5b0c7d6e-8f4a-5d2b-9c1e-3a7f6e2d4b10")
 SUMMARY_MAX_CHARS = 300
 _TITLE_FROM_SUMMARY_CHARS = 80
 _UNTITLED = "(untitled)"
+_V = TypeVar("_V")
+
+
+class _Memo(dict[str, _V]):
+    """A bounded memo of a pure function of one string, read at C speed (subscript, or
+    ``map`` over ``__getitem__``); emptied when full, so it never holds more than
+    ``limit`` entries."""
+
+    __slots__ = ("fn", "limit")
+
+    def __init__(self, fn: Callable[[str], _V], limit: int) -> None:
+        super().__init__()
+        self.fn = fn
+        self.limit = limit
+
+    def __missing__(self, key: str) -> _V:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.fn(key)
+        return value
 
 
 def _words(text: str) -> frozenset[str]:
@@ -172,6 +194,34 @@ def _sanitised_text(fragment: str) -> str:
     if "&" in fragment:
         fragment = html.unescape(fragment)
     return _collapse_ws(fragment)
+
+
+_UNIT_BREAK = "\x00"  # never in nh3's output (html5ever drops or replaces NUL)
+
+
+def _sanitised_texts(fragments: list[str]) -> list[str]:
+    """``[_sanitised_text(f) for f in fragments]``, with each regular expression and the
+    unescaping run once over the fragments joined by :data:`_UNIT_BREAK`. A tag never spans
+    two of nh3's units; should a substitution eat a break anyway, the fragments are done
+    one by one."""
+    if len(fragments) < 2:
+        return list(map(_sanitised_text, fragments))
+    joined = _UNIT_BREAK.join(fragments)
+    breaks = len(fragments) - 1
+    if joined.count(_UNIT_BREAK) != breaks:
+        return list(map(_sanitised_text, fragments))
+    if "<" in joined:
+        joined = _ANY_TAG_RE.sub("", _BLOCKISH_TAG_RE.sub(" ", joined))
+        if joined.count(_UNIT_BREAK) != breaks:
+            return list(map(_sanitised_text, fragments))
+    if "&" in joined:
+        # an entity never spans a break either: nh3 writes each one whole ("&amp;"); and
+        # no character reference stands for NUL (html.unescape gives U+FFFD)
+        joined = html.unescape(joined)
+    parts = joined.split(_UNIT_BREAK)
+    if len(parts) != len(fragments):  # (cannot happen: see above)
+        return list(map(_sanitised_text, fragments))
+    return list(map(_collapse_ws, parts))
 
 
 def _collapse_ws(text: str) -> str:
@@ -364,9 +414,7 @@ def _bare_word(raw: str) -> str:
     return word if word[:1].isalnum() else ""
 
 
-# A memo, not state: the result depends only on the argument, and the size is bounded.
-@functools.lru_cache(maxsize=1 << 16)
-def _norm_word(raw: str) -> str:
+def _fold_word(raw: str) -> str:
     """One lower-case token -> its comparison form: bare (see :func:`_bare_word`), British
     spelling folded to American, plural stemmed."""
     word = _bare_word(raw)
@@ -383,6 +431,10 @@ def _norm_word(raw: str) -> str:
         ):
             folded = _ISE_RE.sub(r"\1z\2", word)
     return stem(folded)
+
+
+# A memo, not state: the result depends only on the argument, and the size is bounded.
+_norm_word = _Memo(_fold_word, 1 << 16).__getitem__
 
 
 def _norm_words(text: str) -> frozenset[str]:
@@ -493,8 +545,9 @@ def _dedupe(blocks: Sequence[str], kinds: Sequence[str] | None, *, collapsed: bo
     keep: list[bool] = []
     seen_exact: set[tuple[str, str]] = set()
     kept: list[_Kept] = []
-    raws: list[frozenset[str]] = []  # kept[k].raw and its size, for the prefilter in C
-    sizes: list[int] = []
+    numbers: list[frozenset[str]] = []  # kept[k].numbers, for the first test in C
+    raws: list[frozenset[str]] = []  # kept[k].raw and its size, for the prefilter in C,
+    sizes: list[int] = []  # built when a comparison first needs them
     for pos, text in enumerate(blocks):
         kind = kinds[pos] if kinds is not None else ""
         exact = (kind, (text if collapsed else _collapse_ws(text)).lower())
@@ -506,29 +559,52 @@ def _dedupe(blocks: Sequence[str], kinds: Sequence[str] | None, *, collapsed: bo
             continue
         if kind in _PROSE_KINDS and exact[1].count(" ") + 1 >= _MIN_WORDS_FOR_NEAR:
             block = _Kept(kind, text, exact[1])
-            if kept and _repeats_any(block, kept, raws, sizes):
+            if kept and _repeats_any(block, kept, numbers, raws, sizes):
                 keep.append(False)
                 continue
             kept.append(block)
-            raws.append(block.raw)
-            sizes.append(len(block.raw))
+            numbers.append(block.numbers)
         seen_exact.add(exact)
         keep.append(True)
     return keep
 
 
 class _Kept:
-    """A prose block under comparison: its raw lower-case word set at once, its
-    :class:`_Signature` only when a comparison needs it."""
+    """A prose block under comparison: its numbers at once, its raw lower-case word set and
+    its :class:`_Signature` only when a comparison needs them."""
 
-    __slots__ = ("_dashes", "_sig", "kind", "raw", "text")
+    __slots__ = ("_dashes", "_raw", "_sig", "kind", "lowered", "numbers", "text")
 
     def __init__(self, kind: str, text: str, lowered: str) -> None:
         self.kind = kind
         self.text = text
-        self.raw = frozenset(lowered.split())
+        self.lowered = lowered
+        self._raw: frozenset[str] | None = None
         self._sig: _Signature | None = None
         self._dashes = "—" in lowered or "–" in lowered
+        self.numbers = self._numbers()
+
+    @property
+    def raw(self) -> frozenset[str]:
+        if self._raw is None:
+            self._raw = frozenset(self.lowered.split())
+        return self._raw
+
+    def _numbers(self) -> frozenset[str]:
+        """``self.sig.numbers`` (the folded words that start with a digit), folding only
+        the words that hold an ASCII digit: folding keeps a word's first character, so when
+        no other character of the block is a digit these are the only candidates. (A pair
+        of paragraphs that differ in their numbers is no repeat: the cheapest test.)"""
+        low = self.lowered
+        if not low.isascii() and any(map(str.isdigit, "".join(_NON_ASCII(low)))):
+            return self.sig.numbers  # e.g. "²" or "٣": str.isdigit, no ASCII digit
+        if self._dashes:  # dashes separate words (see _raw_words)
+            low = low.replace("—", " ").replace("–", " ")
+        held = _DIGIT_WORDS(" " + low)
+        if not held:
+            return _NO_NUMBERS
+        words = frozenset(map(_norm_word, held))
+        return frozenset(compress(words, map(_starts_with_digit, words)))
 
     @property
     def sig(self) -> _Signature:
@@ -538,6 +614,16 @@ class _Kept:
             words = None if self._dashes else frozenset(map(_norm_word, self.raw)) - _NO_WORD
             self._sig = _Signature(self.text, words)
         return self._sig
+
+
+# The words (each after a space) that hold an ASCII digit; possessive, so no backtracking.
+_DIGIT_WORDS = re.compile(r" ([^ 0-9]*+[0-9][^ ]*+)").findall
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+").findall
+_NO_NUMBERS: frozenset[str] = frozenset()
+
+
+def _starts_with_digit(word: str) -> bool:
+    return word[:1].isdigit()
 
 
 #: How many earlier paragraphs each one is compared with: bounds the work on a pathological
@@ -552,33 +638,43 @@ _RAW_PREFILTER = 0.2
 
 
 def _repeats_any(
-    block: _Kept, kept: list[_Kept], raws: list[frozenset[str]], sizes: list[int]
+    block: _Kept,
+    kept: list[_Kept],
+    numbers: list[frozenset[str]],
+    raws: list[frozenset[str]],
+    sizes: list[int],
 ) -> bool:
-    """Is ``block`` a near repeat of a kept block? The cheap tests go first: the raw word
-    sets (``raws``/``sizes``: the kept blocks' raw sets and their sizes; intersections and
-    the prefilter's arithmetic run in C over the whole window, since nearly every pair
-    fails it), the kind, then the sizes of the folded sets (Jaccard >= t needs the smaller
-    to be >= t times the larger), the numbers, the folded Jaccard; the names guard only for
-    a pair that passed them all."""
+    """Is ``block`` a near repeat of a kept block? The tests are independent (a pair must
+    pass them all), so the cheap ones go first: the numbers (``numbers``: the kept blocks'),
+    the raw word sets (``raws``/``sizes``: the kept blocks' raw sets and their sizes, built
+    on first need; intersections and the prefilter's arithmetic run in C over the window,
+    since nearly every pair fails one of these two), the kind, then the sizes of the folded
+    sets (Jaccard >= t needs the smaller to be >= t times the larger), the folded Jaccard;
+    the names guard only for a pair that passed them all."""
     t = NEAR_DUPLICATE_THRESHOLD
+    start = max(0, len(kept) - _NEAR_WINDOW)
+    same = list(compress(range(start, len(kept)), map(block.numbers.__eq__, numbers[start:])))
+    if not same:
+        return False
+    while len(raws) < len(kept):  # each kept block's raw set once
+        other_raw = kept[len(raws)].raw
+        raws.append(other_raw)
+        sizes.append(len(other_raw))
     raw = block.raw
     rsize = len(raw)
-    start = max(0, len(kept) - _NEAR_WINDOW)
-    inters = list(map(len, map(raw.intersection, raws[start:] if start else raws)))
+    inters = list(map(len, map(raw.intersection, map(raws.__getitem__, same))))
     # the raw Jaccard prefilter, pair by pair: inter >= p * (|a| + |b| - inter)
     limits = map(
         _RAW_PREFILTER.__mul__,
-        map(operator.sub, map(rsize.__add__, sizes[start:] if start else sizes), inters),
+        map(operator.sub, map(rsize.__add__, map(sizes.__getitem__, same)), inters),
     )
-    for k in compress(range(start, len(kept)), map(operator.ge, inters, limits)):
+    for k in compress(same, map(operator.ge, inters, limits)):
         other = kept[k]
         if other.kind != block.kind:
             continue
         sig, osig = block.sig, other.sig
         size, osize = len(sig.words), len(osig.words)
         if min(size, osize) < _MIN_WORDS_FOR_NEAR or min(size, osize) < t * max(size, osize):
-            continue
-        if sig.numbers != osig.numbers:
             continue
         inter = len(sig.words & osig.words)
         if inter >= t * (size + osize - inter) and _names_agree(sig, osig):
@@ -603,7 +699,7 @@ def _dedupe_html(fragment: str) -> tuple[str, list[tuple[str, str]]]:
     (tag, plain text) in order."""
     pieces = _split_pieces(fragment)
     units = [i for i, p in enumerate(pieces) if p.unit]
-    texts = [_sanitised_text(pieces[i].html) for i in units]
+    texts = _sanitised_texts([pieces[i].html for i in units])
     kinds = [_unit_kind(pieces[i].tag) for i in units]
     keep_flags = _dedupe(texts, kinds, collapsed=True)  # _sanitised_text collapses
     dropped = {i for i, k in zip(units, keep_flags, strict=True) if not k}
@@ -687,7 +783,6 @@ def stem(word: str) -> str:
     return word
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _keyword_word(raw: str) -> str:
     """A token's keyword form, or "" when it is no keyword (a stopword, a number, one letter)."""
     word = _bare_word(raw)
@@ -700,15 +795,21 @@ def extract_keywords(text: str, k: int = 20, *, title: str = "") -> tuple[str, .
     """The ``k`` most frequent content words of ``title`` + ``text`` (lower case, stopwords
     removed, British spelling folded to American, plurals stemmed). Title words count three
     times: a headline names what the story is about. Ties keep first-appearance order."""
-    # map/filter/Counter iterate in C, and _keyword_word is memoised: no Python-level loop.
+    # map/filter/Counter iterate in C, and _keyword_word is memoised (a dict read by
+    # subscript, faster than an lru_cache call): no Python-level loop.
+    form = _KEYWORD_WORDS.__getitem__
     counts: Counter[str] = Counter()
     if title:
-        counts.update(filter(None, map(_keyword_word, _raw_words(title) * 3)))
-    counts.update(filter(None, map(_keyword_word, _raw_words(text))))
+        counts.update(filter(None, map(form, _raw_words(title) * 3)))
+    counts.update(filter(None, map(form, _raw_words(text))))
     # A stable sort (as Counter.most_common, whose heap for k is slower here): for equal
     # counts the first appearance wins.
     best = sorted(counts.items(), key=_SECOND, reverse=True)[: max(k, 0)]
-    return tuple(word for word, _ in best)
+    return tuple(map(_FIRST, best))
+
+
+# A memo, not state: see _Memo.
+_KEYWORD_WORDS = _Memo(_keyword_word, 1 << 16)
 
 
 _FIRST = operator.itemgetter(0)
@@ -824,7 +925,6 @@ _SENTENCE_TAILS = frozenset("\"”’')»!?:.")
 
 # A memo, not state: asked only of tokens ending in sentence punctuation, before every
 # capitalised word that follows one (the same sentence-final words recur across items).
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _ends_sentence(word: str) -> bool:
     last = word.rstrip("\"”’')»")[-1:]
     return last in ("!", "?", ":") or (last == "." and not _is_abbreviation(word.strip("\"”’')»")))
@@ -858,62 +958,78 @@ def extract_entities(text: str) -> tuple[str, ...]:
     with an alternative per kind.
     """
     found: list[str] = []
-    scan = _EntityScan(text)
-    for line in text.splitlines():
-        words = line.split()
+    lines = text.splitlines()
+    split = [line.split() for line in lines]
+    scan = _EntityScan(text, split)
+    for line, words in zip(lines, split, strict=True):
         if words:
             scan.line(words, found, shouting=len(words) >= 4 and line.isupper())
 
     # A lone capitalised word opening a sentence ("Buses will ...") counts only when the same
     # word also shows up as a name where capitals are not automatic.
-    pending = list(map(_IS_PENDING, found))
-    if any(pending):
-        confirmed = set(compress(found, map(operator.not_, pending)))
-        found = [
-            e[1:] if p else e  # (the marker is one character)
-            for e, p in zip(found, pending, strict=True)
-            if not p or e[1:] in confirmed
-        ]
+    if scan.pending:  # (the scan notes each pending entry it adds)
+        pending = scan.pending
+        confirmed = set(found) - pending
+        # each pending entry -> its name, or None when unconfirmed (the map runs in C)
+        fate = {e: e[1:] if e[1:] in confirmed else None for e in pending}
+        found = [e for e in map(fate.get, found, found) if e is not None]
 
     # "Hamada" after "Yasukazu Hamada": the surname alone is the same person
     # (each distinct entity once: the outcome does not depend on repeats or order)
     counts = Counter(found)  # keys in order of first appearance
+    lasts = list(map(_SURNAMES.__getitem__, counts))
     surnames: dict[str, str | None] = {}
-    for e in counts:
-        if " " not in e:
-            continue
-        parts = e.split()
-        if len(parts) >= 2 and parts[-1][:1].isupper() and parts[0] not in _MONTH_NAMES:
-            prev = surnames.get(parts[-1], e)
-            surnames[parts[-1]] = e if prev == e else None
-    if any(surnames.values()):
-        found = [(surnames.get(e) or e) if " " not in e else e for e in found]
-        counts = Counter(found)
-    # most_common() sorts stably: equal counts keep the order of first appearance
-    return tuple(e for e, _ in counts.most_common())
+    for e, last in zip(compress(counts, lasts), filter(None, lasts), strict=True):
+        prev = surnames.get(last, e)
+        surnames[last] = e if prev == e else None
+    # Only a one-word entity equal to a surname changes (a surname holds no space); when none
+    # is among the entities, the counts stand.
+    full = {last: e for last, e in surnames.items() if e}
+    if full and not full.keys().isdisjoint(counts):
+        counts = Counter(map(full.get, found, found))
+    # sorted is stable (as most_common): equal counts keep the order of first appearance
+    return tuple(map(_FIRST, sorted(counts.items(), key=_SECOND, reverse=True)))
 
 
 _PENDING = "\x00"  # marks a sentence-initial one-word candidate until it is confirmed
-_IS_PENDING = operator.methodcaller("startswith", _PENDING)
+
+
+def _surname(entity: str) -> str:
+    """The last word of a name of several words, which the word alone may stand for; ""
+    for anything else (one word, "69 million", "March 3")."""
+    if " " not in entity:
+        return ""
+    parts = entity.split()
+    if len(parts) >= 2 and parts[-1][:1].isupper() and parts[0] not in _MONTH_NAMES:
+        return parts[-1]
+    return ""
+
+
+# A memo, not state (see _Memo); entities recur across items.
+_SURNAMES = _Memo(_surname, 1 << 15)
 
 
 class _EntityScan:
     """The per-call state of :func:`extract_entities`."""
 
-    __slots__ = ("_tokens", "text")
+    __slots__ = ("_tokens", "lines", "pending", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, lines: list[list[str]]) -> None:
         self.text = text
+        self.lines = lines  # the text's lines split into words (together: text.split())
+        self.pending: set[str] = set()  # the entries added with the _PENDING mark
         self._tokens: frozenset[str] | None = None
 
     def appears_in_lower_case(self, word: str) -> bool:
         """Does ``word`` (lower case) occur in the text in lower case? Asked only for
         sentence-initial one-word candidates; the token set is built once, on first use."""
-        if word not in self.text:  # a substring search in C; usually settles it
-            return False
-        if self._tokens is None:
-            self._tokens = frozenset(self.text.split())
         tokens = self._tokens
+        if tokens is None:
+            if word not in self.text:  # a substring search in C; often settles it
+                return False
+            # the words split already (their hashes are computed): the same set as
+            # frozenset(text.split()), since every line break is whitespace to split()
+            tokens = self._tokens = frozenset(chain.from_iterable(self.lines))
         return (
             word in tokens
             or word + "," in tokens
@@ -930,15 +1046,18 @@ class _EntityScan:
         # (compress/map iterate in C: several times faster than a comprehension)
         candidates = compress(range(n), map(operator.not_, map(str.islower, map(_FIRST, words))))
         resume = 0  # words before this index were consumed by a date, number or name run
+        kinds, tails, ends_sentence = _TOKEN_KINDS, _SENTENCE_TAILS, _ENDS_SENTENCE
+        connectors, inside, add = _NAME_CONNECTORS, _NAMES_INSIDE, found.append
         for i in candidates:
             if i < resume:
                 continue
-            word = words[i]
-            core, low, kind, ended = _token_kind(word)
+            core, low, kind, ended = kinds[words[i]]
             if kind == _K_NAME:
                 pass
             elif kind == _K_NUMBER:
-                resume = _number(words, i, core, found)
+                got, used = _number_here(*words[i : i + 3])
+                found.extend(got)
+                resume = i + used
                 continue
             elif kind == _K_WEEKDAY:
                 found.append(low.capitalize())
@@ -950,21 +1069,50 @@ class _EntityScan:
                     continue
             else:
                 continue
+            j = i + 1
+            if ended or j == n or not (words[j][0].isupper() or words[j] in connectors):
+                # a run of one word (the common case; the loop below would stop at once;
+                # resume stays: the next candidate comes after this word anyway)
+                if shouting:
+                    continue
+                if i:
+                    prev = words[i - 1]
+                    if prev[-1] in tails and ends_sentence[prev]:
+                        # a sentence's first word is also dropped when it appears in lower
+                        # case in the text (the one rule that needs the text)
+                        name = _NAMES_AT_START[core]
+                        if name and not self.appears_in_lower_case(low):
+                            found.append(name)
+                            if name[0] == _PENDING:
+                                self.pending.add(name)
+                        continue
+                else:
+                    name = _NAMES_AT_START[core]
+                    if name and not self.appears_in_lower_case(low):
+                        found.append(name)
+                        if name[0] == _PENDING:
+                            self.pending.add(name)
+                    continue
+                name = inside[core]
+                if name:
+                    add(name)
+                continue
             # a capitalised run
             run = [core]
-            j = i + 1
             while j < n and not ended:
                 nxt = words[j]
-                if (
-                    nxt in _NAME_CONNECTORS
-                    and j + 1 < n
-                    and words[j + 1][:1].isupper()
-                    and not _ends_run(nxt)
-                ):
-                    run.append(nxt)
-                    j += 1
-                    continue
-                c, ended = _run_word(nxt)
+                if not nxt[0].isupper():  # (_run_word would say so; most runs end here)
+                    if (
+                        nxt in _NAME_CONNECTORS
+                        and j + 1 < n
+                        and words[j + 1][:1].isupper()
+                        and not _ends_run(nxt)
+                    ):
+                        run.append(nxt)
+                        j += 1
+                        continue
+                    break
+                c, ended = _RUN_WORDS[nxt]
                 if not c:
                     break
                 run.append(c)
@@ -974,7 +1122,7 @@ class _EntityScan:
                 continue
             if i:
                 prev = words[i - 1]
-                sentence_start = prev[-1] in _SENTENCE_TAILS and _ends_sentence(prev)
+                sentence_start = prev[-1] in _SENTENCE_TAILS and _ENDS_SENTENCE[prev]
             else:
                 sentence_start = True
             if len(run) > 1:
@@ -982,9 +1130,16 @@ class _EntityScan:
                 continue
             # the common case, one word: a sentence's first word is also dropped when it
             # appears in lower case in the text (the one rule that needs the text)
-            name = _single_name(core, low, sentence_start)
-            if name and not (sentence_start and self.appears_in_lower_case(low)):
-                found.append(name)
+            if sentence_start:
+                name = _NAMES_AT_START[core]
+                if name and not self.appears_in_lower_case(low):
+                    found.append(name)
+                    if name[0] == _PENDING:
+                        self.pending.add(name)
+            else:
+                name = _NAMES_INSIDE[core]
+                if name:
+                    found.append(name)
 
 
 def _date(words: Sequence[str], i: int, month: str, found: list[str]) -> int:
@@ -1072,7 +1227,6 @@ _K_SKIP, _K_NUMBER, _K_NAME, _K_WEEKDAY, _K_MONTH = range(5)
 
 
 # Memos, not state: pure functions of one token, asked for the same tokens again and again.
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _token_kind(word: str) -> tuple[str, str, int, bool]:
     """What a whitespace token may start for :meth:`_EntityScan.line`: (its core, its lower
     case without a final dot, its kind, whether a capitalised run ends with it)."""
@@ -1092,7 +1246,26 @@ def _token_kind(word: str) -> tuple[str, str, int, bool]:
     return core, low, _K_NAME, _ends_run(word)
 
 
+def _single_name_at_start(tok: str) -> str:
+    """:func:`_single_name` of a name run's only word, opening a sentence (one argument:
+    a cheaper memo key)."""
+    return _single_name(tok, tok.lower().rstrip("."), True)
+
+
+def _single_name_inside(tok: str) -> str:
+    """:func:`_single_name` of a name run's only word inside a sentence."""
+    return _single_name(tok, tok.lower().rstrip("."), False)
+
+
 @functools.lru_cache(maxsize=_TOKEN_MEMO)
+def _number_here(*words: str) -> tuple[tuple[str, ...], int]:
+    """(entities, words used) of the number at ``words[0]``; :func:`_number` reads at most
+    the two words after it, so they (a memo key) decide the outcome."""
+    found: list[str] = []
+    used = _number(words, 0, _TOKEN_KINDS[words[0]][0], found)
+    return tuple(found), used
+
+
 def _single_name(tok: str, low: str, sentence_start: bool) -> str:
     """:func:`_run_names` of a run of one word (``low``: its lower case without a final dot),
     "" for none; the caller adds the rule that needs the text (see :meth:`_EntityScan.line`)."""
@@ -1107,7 +1280,6 @@ def _single_name(tok: str, low: str, sentence_start: bool) -> str:
     return _PENDING + name if sentence_start and not acronym else name
 
 
-@functools.lru_cache(maxsize=_TOKEN_MEMO)
 def _run_word(word: str) -> tuple[str, bool]:
     """The core of a token that continues a capitalised run ("" when the run ends before
     it) and whether the run ends with it."""
@@ -1117,6 +1289,16 @@ def _run_word(word: str) -> tuple[str, bool]:
     if not c or c.lower().rstrip(".") in _MONTHS or c.lower() in _WEEKDAYS:
         return "", True
     return c, _ends_run(word)
+
+
+# Memos, not state: each is a bounded pure function of one token (see _Memo). Plain dicts
+# read by subscript: cheaper than lru_cache calls, whose recency bookkeeping also touches
+# more memory on every hit.
+_TOKEN_KINDS = _Memo(_token_kind, _TOKEN_MEMO)
+_RUN_WORDS = _Memo(_run_word, _TOKEN_MEMO)
+_ENDS_SENTENCE = _Memo(_ends_sentence, _TOKEN_MEMO)
+_NAMES_AT_START = _Memo(_single_name_at_start, _TOKEN_MEMO)
+_NAMES_INSIDE = _Memo(_single_name_inside, _TOKEN_MEMO)
 
 
 @functools.lru_cache(maxsize=_WINDOW_MEMO)
@@ -1284,9 +1466,12 @@ def content_hash(
     *, title: str, link: str | None, content_html: str, author: str | None, tags: Sequence[str]
 ) -> str:
     """sha256 (hex) over what a reader sees, serialised unambiguously (JSON array)."""
-    payload = json.dumps([title, link or "", content_html, author or "", list(tags)],
-                         ensure_ascii=False, separators=(",", ":"))  # fmt: skip
+    payload = _JSON_ENCODE([title, link or "", content_html, author or "", list(tags)])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# What json.dumps(..., ensure_ascii=False, separators=(",", ":")) builds on every call.
+_JSON_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # --- summary and title --------------------------------------------------------------------------
