@@ -382,3 +382,37 @@ async def test_app_with_a_parse_worker_pool(tmp_path: Path, origin: Origin) -> N
         report = await app.run_once()
     assert report.new == 2
     assert sorted(published_titles(tmp_path)) == ["One", "Two"]
+
+
+BROKEN_URLS = [
+    "http://example.c[o.test/",
+    "http://[::1",
+    "http://host:99999999/",
+    "http://host:port/",
+]
+
+
+@pytest.mark.parametrize("broken", BROKEN_URLS)
+async def test_broken_urls_in_a_feed_fail_nothing(
+    tmp_path: Path, origin: Origin, broken: str
+) -> None:
+    # A feed link, an xml:base and an item link that urllib or nh3 refuse: the feed is read,
+    # its items are stored, and the broken item simply has no link (one bad item used to fail
+    # its whole source with "internal error ValueError").
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        f"<link>{broken}</link><description>d</description>"
+        f'<item xml:base="{broken}"><guid isPermaLink="false">b1</guid><title>Broken</title>'
+        f'<link>{broken}</link><description>&lt;a href="{broken}"&gt;x&lt;/a&gt;</description>'
+        "</item><item><guid>g2</guid><title>Fine</title><link>https://origin.example/g2</link>"
+        "<description>ok</description></item></channel></rss>"
+    ).encode()
+    origin.serve_feed("/f.xml", body)
+    config = make_config(tmp_path, [Source("f", 600, url=origin.url("/f.xml"))])
+    async with App(config, clock=Clock()) as app:
+        report = await app.run_once()
+        entries = {e.title: e for e in app.store.latest_entries(["f"], 10)}
+    assert [r.outcome for r in report.polled] == ["updated"]
+    assert set(entries) == {"Broken", "Fine"}
+    assert entries["Broken"].link is None
+    assert entries["Fine"].link == "https://origin.example/g2"

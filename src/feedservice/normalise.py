@@ -1375,7 +1375,13 @@ def _is_acronym(word: str) -> bool:
 
 
 def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
+    """True for an absolute http(s) URL that parses, port included (nh3 refuses a base URL
+    with a bad port, and one broken item must not fail its whole feed)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
@@ -1393,17 +1399,21 @@ def canonical_link(link: str | None, base: str | None = None) -> str | None:
         try:
             parts = urlsplit(link)
         except ValueError:
-            parts = None  # urljoin below raises as before
+            parts = None  # and the general path below gives None
         if parts is not None and not (parts.scheme in ("http", "https") and parts.netloc):
             parts = None
     if parts is None:
-        if base:
-            link = urljoin(base.strip(), link)
         try:
+            if base:
+                link = urljoin(base.strip(), link)
             parts = urlsplit(link)
-        except ValueError:  # e.g. an invalid IPv6 literal
+        except ValueError:  # e.g. an invalid IPv6 literal ("http://example.c[o.test/")
             return None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    try:
+        parts.port  # noqa: B018 - a port outside 0-65535 or not a number: not a usable link
+    except ValueError:
         return None
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/",
                        parts.query, ""))  # fmt: skip

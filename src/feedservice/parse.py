@@ -756,7 +756,10 @@ def _tags(values: object) -> tuple[str, ...]:
 # urljoin costs microseconds (bench/parse.py clears this too, so each run starts cold).
 @functools.lru_cache(maxsize=4096)
 def _join(base: str, ref: str) -> str:
-    return urljoin(base, ref)
+    try:
+        return urljoin(base, ref)
+    except ValueError:  # a broken xml:base or feed link (e.g. "http://[x") is ignored
+        return base
 
 
 def _base(candidate: object, feed_link: str | None, url: str) -> str:
