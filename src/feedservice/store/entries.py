@@ -53,15 +53,7 @@ class EntriesMixin(StoreBase):
             existing: dict[str, Any] = {}
             ids = [e.id for e in batch]
             for chunk in _chunks(ids):
-                for found in conn.execute(
-                    select(
-                        entries.c.id,
-                        entries.c.content_hash,
-                        entries.c.published,
-                        entries.c.updated,
-                        entries.c.raw_hash,
-                    ).where(and_(entries.c.source == source, entries.c.id.in_(chunk)))
-                ):
+                for found in conn.execute(_EXISTING, {"b_source": source, "b_ids": list(chunk)}):
                     existing[found.id] = found
             inserts: list[dict[str, Any]] = []
             rehash: list[dict[str, Any]] = []
@@ -91,14 +83,11 @@ class EntriesMixin(StoreBase):
                 )
                 changed.append(stored)
             if inserts:
-                conn.execute(insert(entries), inserts)
+                conn.execute(_INSERT, inserts)
             if rehash:
-                conn.execute(
-                    update(entries)
-                    .where(and_(entries.c.source == source, entries.c.id == bindparam("b_id")))
-                    .values(raw_hash=bindparam("b_raw_hash")),
-                    rehash,
-                )
+                for row in rehash:
+                    row["b_source"] = source
+                conn.execute(_REHASH, rehash)
         return UpsertResult(tuple(new), tuple(changed), unchanged)
 
     @_translated
@@ -225,8 +214,28 @@ class EntriesMixin(StoreBase):
                 )
 
 
+# Statements built once: building and cache-keying a new one per call cost more than
+# running it, for the one or two rows a changed feed brings (issue 3, mixed pass).
 _RAW_HASHES = select(entries.c.id, entries.c.raw_hash).where(
     entries.c.source == bindparam("b_source")
+)
+_EXISTING = select(
+    entries.c.id,
+    entries.c.content_hash,
+    entries.c.published,
+    entries.c.updated,
+    entries.c.raw_hash,
+).where(
+    and_(
+        entries.c.source == bindparam("b_source"),
+        entries.c.id.in_(bindparam("b_ids", expanding=True)),
+    )
+)
+_INSERT = insert(entries)
+_REHASH = (
+    update(entries)
+    .where(and_(entries.c.source == bindparam("b_source"), entries.c.id == bindparam("b_id")))
+    .values(raw_hash=bindparam("b_raw_hash"))
 )
 
 
