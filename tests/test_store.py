@@ -296,3 +296,119 @@ def test_iter_entries_newest(store, now: datetime) -> None:  # type: ignore[no-u
     newest = [e.id for batch in store.iter_entries(batch=2, newest=3) for e in batch]
     assert newest == ["id-7", "id-8", "id-9"]
     assert sum(len(b) for b in store.iter_entries(newest=50)) == 10
+
+
+def test_migration_from_v2_makes_the_newest_entries_index_covering(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    open_store(path).close()
+    con = sqlite3.connect(path)
+    # what v2 code created: the index without id
+    con.execute("DROP INDEX ix_entries_source_published_id")
+    con.execute("CREATE INDEX ix_entries_source_published ON entries (source, published)")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    store = open_store(path)
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+    store.close()
+    con = sqlite3.connect(path)
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    con.close()
+    assert "ix_entries_source_published_id" in names
+    assert "ix_entries_source_published" not in names
+
+
+def test_latest_entries_break_ties_by_id(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    same = datetime(2026, 11, 2, tzinfo=UTC)
+    batch = [_entry(i, published=same, updated=same) for i in (5, 3, 4, 1)]
+    store.upsert_entries("wire", batch, now=now)
+    store.upsert_entries("other", [_entry(7, source="other")], now=now)  # older
+    got = store.latest_entries(["wire", "other"], 3)
+    assert [e.id for e in got] == ["id-1", "id-3", "id-4"]
+    assert [e.title for e in got] == ["Title 1", "Title 3", "Title 4"]
+
+
+def test_due_polls_carry_what_a_poll_needs(store) -> None:  # type: ignore[no-untyped-def]
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    store.sync_sources(
+        [Source(n, 60, url=f"https://h.example/{n}") for n in ("a", "b", "c")], now=now
+    )
+    store.record_poll(
+        "b",
+        now=now,
+        next_check_at=now - timedelta(minutes=1),  # due before the others
+        reason="interval",
+        status=304,
+        validators=Validators(etag='"e"', last_modified="Mon, 02 Nov 2026 00:00:00 GMT"),
+    )
+    store.record_failure("c", now=now, error="boom", next_check_at=now, reason="backoff")
+    store.record_failure("a", now=now, error="gone", next_check_at=now, reason="gone", gone=True)
+    due = store.due_polls(now)
+    assert [p.name for p in due] == ["b", "c"]  # oldest due first; gone never
+    assert due[0].validators == Validators('"e"', "Mon, 02 Nov 2026 00:00:00 GMT", None)
+    assert due[0].url == "https://h.example/b" and due[0].failures == 0
+    assert due[1].failures == 1
+    assert store.due_sources(now) == ["b", "c"]
+    assert store.poll_state("c") == due[1]
+    assert store.poll_state("nope") is None
+
+
+def test_buffered_polls_of_every_shape_in_one_flush(store) -> None:  # type: ignore[no-untyped-def]
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    store.sync_sources(
+        [
+            Source("held", 60, url="https://slow.example/a"),
+            Source("moved", 60, url="https://h.example/old"),
+            Source("plain", 60, url="https://h.example/p"),
+        ],
+        now=now,
+    )
+    store.record_poll(
+        "plain",
+        now=now,
+        next_check_at=now + timedelta(minutes=1),
+        reason="interval",
+        status=200,
+        validators=Validators(etag='"p1"', body_hash="x"),
+        title="Plain",
+        link="https://h.example/",
+    )
+    store.flush()
+    until = now + timedelta(hours=2)
+    store.defer_host("slow.example", until)
+    later = now + timedelta(minutes=5)
+    store.record_poll("held", now=now, next_check_at=later, reason="interval", status=304)
+    store.record_poll(
+        "moved",
+        now=now,
+        next_check_at=later,
+        reason="ttl",
+        status=200,
+        url="https://new.example/feed",
+        validators=Validators(etag='"m"'),
+    )
+    # a 304 without a title or link keeps them; its validators replace the stored ones
+    store.record_poll(
+        "plain",
+        now=now,
+        next_check_at=later,
+        reason="cache",
+        status=304,
+        validators=Validators(etag='"p2"'),
+        warning="careful",
+    )
+    store.flush()
+    held, moved, plain = (store.source_state(n) for n in ("held", "moved", "plain"))
+    assert held is not None and moved is not None and plain is not None
+    assert (held.next_check_at, held.next_check_reason) == (until, "retry-after")
+    assert (moved.next_check_at, moved.next_check_reason) == (later, "ttl")
+    assert moved.url == "https://new.example/feed" and moved.validators.etag == '"m"'
+    assert (plain.next_check_at, plain.next_check_reason) == (later, "cache")
+    assert plain.title == "Plain" and plain.link == "https://h.example/"
+    assert plain.validators == Validators('"p2"', None, None)
+    assert plain.last_error == "careful" and plain.last_status == 304
+    assert [p.name for p in store.due_polls(now + timedelta(hours=3))] == [
+        "moved",
+        "plain",
+        "held",
+    ]

@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ProcessPoolExecutor
@@ -39,7 +40,15 @@ from feedservice.normalise import normalise_item
 from feedservice.notify import Notification, Notifier, build_notifier, retry_delay
 from feedservice.parse import parse_story
 from feedservice.publish import EntryExtra, FeedView, render_feed, write_if_changed
-from feedservice.store import MatchRow, OutboxItem, SourceState, Store, host_of, open_store
+from feedservice.store import (
+    MatchRow,
+    OutboxItem,
+    PollState,
+    SourceState,
+    Store,
+    host_of,
+    open_store,
+)
 from feedservice.update import PollPolicy, PollReport, poll_source, record_crash
 
 log = logging.getLogger(__name__)
@@ -135,6 +144,8 @@ class App:
         self._lock = asyncio.Lock()
         self._published_since_open = False
         self.sources = {s.name: s for s in config.sources}
+        # the host each source's per-host limit counts against (its configured URL)
+        self._hosts = {s.name: host_of(s.url) for s in config.sources}
         svc = config.service
         self.policy = PollPolicy(
             min_interval=config.fetch.min_interval,
@@ -260,7 +271,7 @@ class App:
     async def run_pass(self, *, force: bool, publish_all: bool) -> PassReport:
         async with self._lock:
             now = self.clock()
-            names = [n for n in self.store.due_sources(now, force=force) if n in self.sources]
+            due = [p for p in self.store.due_polls(now, force=force) if p.name in self.sources]
             # the first pass after start-up republishes everything (the config may have
             # changed a feed); identical bytes are not rewritten
             if not self._published_since_open:
@@ -268,7 +279,7 @@ class App:
                 self._published_since_open = True
             pending, backlog_matched = self._begin_monitor_pass()
             state = _PassState(pending_watches=pending, backlog_watches=backlog_matched)
-            reports = await self.poll_many(names, state)
+            reports = await self.poll_many(due, state)
             self._flush(state, final=True, publish_all=publish_all)
             self._end_monitor_pass(state)
             # poll records are buffered for speed; a pass ends with them on disk, where
@@ -286,39 +297,40 @@ class App:
             )
 
     async def poll_many(
-        self, names: Sequence[str], state: _PassState | None = None
+        self, due: Sequence[str | PollState], state: _PassState | None = None
     ) -> list[PollReport]:
-        """Poll the named sources concurrently (the session bounds connections); one
-        source's failure never stops the others.
+        """Poll the sources (by name, or with the state :meth:`Store.due_polls` read)
+        concurrently, oldest due first; one source's failure never stops the others.
+
+        ``max_concurrency`` workers take the sources in turn (one task per worker, not per
+        source: a pass of thousands of 304s is mostly per-poll overhead). A worker leaves a
+        source whose host already has ``per_host`` polls in flight to the worker that
+        finishes one of them, and takes the next: many sources on one slow host then
+        neither time out unsent nor hold back the other hosts.
 
         New entries go to the monitor and touched feeds are republished in batches while
         the pass runs, so memory stays bounded on a cold start of thousands of sources and
         a source that hangs until its timeout does not hold back the others' entries."""
         state = state if state is not None else _PassState()
-        limit = asyncio.Semaphore(max(1, self.config.fetch.max_concurrency))
         loop = asyncio.get_running_loop()
         state.flushed_at = loop.time()
         reports: list[PollReport] = []
-
+        total = len(due)
+        todo: deque[str | PollState] = deque(due)
         per_host = max(1, self.config.fetch.per_host)
-        host_slots: dict[str, asyncio.Semaphore] = {}
+        busy: dict[str, int] = {}  # host -> polls in flight
+        parked: dict[str, deque[str | PollState]] = {}  # host -> sources waiting for a slot
 
-        async def one(name: str) -> None:
-            # wait for a slot on the source's host *before* taking a global slot and
-            # starting the fetch's timeout: many sources on one slow host then neither
-            # time out unsent nor starve the other hosts
-            host = host_of(self.sources[name].url)
-            slot = host_slots.setdefault(host, asyncio.Semaphore(per_host)) if host else None
-            if slot is not None:
-                await slot.acquire()
-            try:
-                async with limit:
-                    report = await self.poll_source(name)
-            finally:
-                if slot is not None:
-                    slot.release()
+        def host_of_item(item: str | PollState) -> str | None:
+            return self._hosts.get(item if isinstance(item, str) else item.name)
+
+        async def poll(item: str | PollState) -> None:
+            if isinstance(item, str):
+                report = await self.poll_source(item)
+            else:
+                report = await self.poll_source(item.name, item)
             # keep a slim report: the entries themselves go to the monitor, then away
-            reports.append(replace(report, new=(), changed=()))
+            reports.append(replace(report, new=(), changed=()) if report.touched else report)
             state.add(report)
             if (
                 len(state.entries) >= FLUSH_ENTRIES
@@ -327,9 +339,35 @@ class App:
                 self._flush(state, final=False, publish_all=False)
                 state.flushed_at = loop.time()
             if self.progress is not None:
-                self.progress(len(reports), len(names))
+                self.progress(len(reports), total)
 
-        await asyncio.gather(*(one(n) for n in names))
+        async def worker() -> None:
+            while todo:
+                item = todo.popleft()
+                host = host_of_item(item)
+                if host is None:
+                    await poll(item)
+                    continue
+                if busy.get(host, 0) >= per_host:
+                    parked.setdefault(host, deque()).append(item)
+                    continue
+                busy[host] = busy.get(host, 0) + 1
+                try:
+                    await poll(item)
+                    # the slot this poll held goes to the host's next waiting source, so a
+                    # parked source always has a worker that will take it
+                    waiting = parked.get(host)
+                    while waiting:
+                        # let what is already runnable go first, as a semaphore's hand-over
+                        # would (completions of other polls, their responses)
+                        await asyncio.sleep(0)
+                        if waiting:
+                            await poll(waiting.popleft())
+                finally:
+                    busy[host] -= 1
+
+        workers = min(max(1, self.config.fetch.max_concurrency), max(1, total))
+        await asyncio.gather(*(worker() for _ in range(workers)))
         return reports
 
     def _flush(self, state: _PassState, *, final: bool, publish_all: bool) -> None:
@@ -369,8 +407,9 @@ class App:
         state.touched.clear()
         state.unpublished_watches.clear()
 
-    async def poll_source(self, name: str) -> PollReport:
-        """Poll one source now; any failure is recorded on the source."""
+    async def poll_source(self, name: str, state: PollState | None = None) -> PollReport:
+        """Poll one source now; any failure is recorded on the source. ``state``: its poll
+        state as the pass read it (else it is read from the store)."""
         source = self.sources[name]
         now = self.clock()
         try:
@@ -383,6 +422,7 @@ class App:
                 now=now,
                 rng=self.rng,
                 executor=self._executor,
+                state=state,
             )
         except StorageError:
             raise

@@ -28,7 +28,7 @@ from feedservice.model import Entry, FetchStatus, RawItem, Source
 from feedservice.normalise import normalise_items, stable_id, story_slug
 from feedservice.parse import is_story_file, parse_feed, parse_story
 from feedservice.politeness import adaptive_interval, backoff_delay, next_check
-from feedservice.store import Store, host_of
+from feedservice.store import PollState, Store, host_of
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,14 @@ async def poll_source(
     now: datetime,
     rng: random.Random,
     executor: Executor | None = None,
+    state: PollState | None = None,
 ) -> PollReport:
     """Poll one source and record the outcome on it.
 
     ``executor`` (a process pool, owned by the caller) runs parsing and normalising, the
-    CPU-bound steps, off the event loop; without one they run inline.
+    CPU-bound steps, off the event loop; without one they run inline. ``state``: the
+    source's poll state as the pass read it (:meth:`Store.due_polls`); without it, it is
+    read from the store.
 
     Raises StorageError only when the store itself fails (then nothing was recorded);
     every source-level problem is recorded and reported instead.
@@ -95,6 +98,7 @@ async def poll_source(
         now=now,
         rng=rng,
         executor=executor,
+        state=state,
     )
 
 
@@ -267,8 +271,10 @@ async def _poll_url(
     now: datetime,
     rng: random.Random,
     executor: Executor | None = None,
+    state: PollState | None = None,
 ) -> PollReport:
-    state = store.source_state(source.name, count=False)
+    if state is None:
+        state = store.poll_state(source.name)
     if state is None:
         raise StorageError(f"source {source.name!r} is not in the store; call sync_sources first")
     url = state.url or source.url or ""
@@ -294,7 +300,14 @@ async def _poll_url(
                 source.name, "error", until, "retry-after", errors=(str(exc),), status=exc.status
             )
         return _record_failure(
-            source, store=store, policy=policy, now=now, rng=rng, error=str(exc), status=exc.status
+            source,
+            store=store,
+            policy=policy,
+            now=now,
+            rng=rng,
+            error=str(exc),
+            status=exc.status,
+            failures=state.failures,
         )
 
     if result.status is FetchStatus.GONE:
@@ -352,6 +365,7 @@ async def _poll_url(
             rng=rng,
             error=parsed.error,
             status=result.http_status,
+            failures=state.failures,
         )
     feed = parsed
     entries = list(parsed.entries)
@@ -473,9 +487,13 @@ def _record_failure(
     rng: random.Random,
     error: str,
     status: int | None,
+    failures: int | None = None,
 ) -> PollReport:
-    state = store.source_state(source.name, count=False)
-    failures = (state.failures if state else 0) + 1
+    """``failures``: the source's count before this one, when the caller has it."""
+    if failures is None:
+        state = store.poll_state(source.name)
+        failures = state.failures if state else 0
+    failures += 1
     # full jitter (issue 3): failed sources never retry in the same minute
     delay = backoff_delay(
         failures, base=min(policy.min_interval, source.interval), cap=policy.max_backoff, rng=rng

@@ -28,7 +28,7 @@ from feedservice.store.matches import RECENT_SIGNATURES as RECENT_SIGNATURES
 from feedservice.store.matches import MatchesMixin, MatchRow, StoredMatch
 from feedservice.store.outbox import OutboxItem, OutboxMixin
 from feedservice.store.schema import SCHEMA_VERSION
-from feedservice.store.sources import SourcesMixin, SourceState
+from feedservice.store.sources import PollState, SourcesMixin, SourceState
 from feedservice.store.sources import host_of as host_of
 
 # host_of and RECENT_SIGNATURES were public names of this module but never in __all__ (update
@@ -37,6 +37,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "MatchRow",
     "OutboxItem",
+    "PollState",
     "SourceState",
     "Store",
     "StoredMatch",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,17 +10,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import (
-    Boolean,
     Engine,
     and_,
     bindparam,
-    case,
     delete,
     func,
     insert,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.engine import Connection, Row
@@ -52,6 +48,17 @@ class SourceState:
     entries: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PollState:
+    """What polling a source needs from the store: where to ask, its validators and how
+    many times in a row it failed (for the backoff)."""
+
+    name: str
+    url: str | None
+    validators: Validators
+    failures: int
+
+
 def host_of(url: str | None) -> str | None:
     if not url or "://" not in url:
         return None
@@ -63,8 +70,6 @@ class SourcesMixin(StoreBase):
 
     #: Buffered successful polls are written in one batch once this many are waiting.
     POLL_BATCH = 512
-    #: How long prefetched poll states (``source_state(count=False)``) may be handed out.
-    STATE_CACHE_SECONDS = 30.0
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
@@ -75,23 +80,39 @@ class SourcesMixin(StoreBase):
         # again (a re-fetch, never a lost entry: entries are committed before).
         self._pending_polls: list[dict[str, Any]] = []
         self._pending_names: set[str] = set()
-        self._poll_update = _poll_update_statement()
-        # The poller asks for one source's state per poll: one query for every source
-        # answers a whole pass (thousands of single-row queries cost more than the 304s
-        # they prepare). Each cached state is handed out once and the cache is dropped on
-        # any other write to the sources and after STATE_CACHE_SECONDS.
-        self._state_cache: dict[str, SourceState] = {}
-        self._state_cache_at = 0.0
+        # one UPDATE per shape of record (which optional values it sets), built once
+        self._poll_updates: dict[tuple[str, ...], Any] = {}
 
     def _flush_polls(self) -> None:
-        """Write the buffered successful polls in one executemany (StoreBase's hook)."""
+        """Write the buffered successful polls (StoreBase's hook): one transaction, one
+        executemany per shape of record.
+
+        A poll that finishes after its host said Retry-After waits for the host too
+        (concurrent polls of one host otherwise race past the hold): the holds are read in
+        the same transaction, one query for the whole batch (usually no row), instead of a
+        subquery per updated row."""
         if not self._pending_polls:
             return
         pending, self._pending_polls = self._pending_polls, []
         self._pending_names.clear()
         try:
             with self.engine.begin() as conn:
-                conn.execute(self._poll_update, pending)
+                earliest = min(p["b_next"] for p in pending)
+                held: dict[str, datetime] = {
+                    name: until for name, until in conn.execute(_HELD_SOURCES, {"b_at": earliest})
+                }
+                shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+                for p in pending:
+                    until = held.get(p["b_name"])
+                    if until is not None and until > p["b_next"]:
+                        p["b_next"] = until
+                        p["b_reason"] = "retry-after"
+                    shapes.setdefault(tuple(p), []).append(p)
+                for shape, rows in shapes.items():
+                    stmt = self._poll_updates.get(shape)
+                    if stmt is None:
+                        stmt = self._poll_updates[shape] = _poll_update_statement(shape)
+                    conn.execute(stmt, rows)
         except SQLAlchemyError:
             # keep them for the next try (a busy database), unless newer records came in
             self._pending_polls[:0] = pending
@@ -105,7 +126,6 @@ class SourcesMixin(StoreBase):
         """Make the sources table match the config: new sources are due now; a changed
         URL resets the poll state; sources no longer configured are dropped (their
         entries stay, unpublished)."""
-        self._state_cache.clear()
         with self._tx(flush=True) as conn:
             rows = {r.name: r for r in conn.execute(select(sources))}
             for src in configured:
@@ -150,7 +170,24 @@ class SourcesMixin(StoreBase):
     ) -> list[str]:
         """Names of the sources to poll now, oldest due first. ``force`` takes every source
         except those that are gone or under a server's Retry-After."""
-        q = select(sources.c.name).where(sources.c.gone.is_(False))
+        return [p.name for p in self.due_polls(now, force=force, limit=limit)]
+
+    @_translated
+    def due_polls(
+        self, now: datetime, *, force: bool = False, limit: int | None = None
+    ) -> list[PollState]:
+        """What :meth:`due_sources` names, with what polling each needs (URL, validators,
+        failures): one query for a whole pass, not one per source (issue 3, warm pass).
+        A pass is the only writer of its sources' poll state, so what is read here stays
+        true until each source's own poll."""
+        q = select(
+            sources.c.name,
+            sources.c.url,
+            sources.c.etag,
+            sources.c.last_modified,
+            sources.c.body_hash,
+            sources.c.failures,
+        ).where(sources.c.gone.is_(False))
         if force:
             q = q.where(
                 or_(
@@ -164,27 +201,26 @@ class SourcesMixin(StoreBase):
         if limit is not None:
             q = q.limit(limit)
         with self._connect(flush=True) as conn:
-            return [r[0] for r in conn.execute(q)]
+            return [
+                PollState(name, url, Validators(etag, last_modified, body_hash), int(failures))
+                for name, url, etag, last_modified, body_hash, failures in conn.execute(q)
+            ]
+
+    @_translated
+    def poll_state(self, name: str) -> PollState | None:
+        """One source's :class:`PollState` (a poll outside a pass, a failure's count)."""
+        with self._connect(flush=name in self._pending_names) as conn:
+            row = conn.execute(_POLL_STATE_BY_NAME, {"b_name": name}).first()
+        if row is None:
+            return None
+        return PollState(
+            row.name, row.url, Validators(row.etag, row.last_modified, row.body_hash), row.failures
+        )
 
     @_translated
     def source_state(self, name: str, *, count: bool = True) -> SourceState | None:
         """The source's poll state; ``count=False`` skips counting its entries (``entries``
-        is then 0) and may answer from a state prefetched for the whole pass: the poller
-        needs only the URL, validators and failures."""
-        if not count:
-            cached = self._state_cache.pop(name, None)
-            if (
-                cached is not None
-                and time.monotonic() - self._state_cache_at < self.STATE_CACHE_SECONDS
-            ):
-                return cached
-            if name not in self._pending_names:
-                with self._connect(flush=True) as conn:
-                    self._state_cache = {
-                        r.name: _source_state(r, 0) for r in conn.execute(select(sources))
-                    }
-                self._state_cache_at = time.monotonic()
-                return self._state_cache.pop(name, None)
+        is then 0)."""
         with self._connect(flush=name in self._pending_names) as conn:
             row = conn.execute(_SOURCE_BY_NAME, {"b_name": name}).first()
             if row is None:
@@ -224,28 +260,32 @@ class SourcesMixin(StoreBase):
         warning: str | None = None,
     ) -> None:
         """A successful poll (200 or 304): failures reset, validators saved; ``warning``
-        (e.g. a story file that did not parse) stays visible as the last error.
+        (e.g. a story file that did not parse) stays visible as the last error. Optional
+        values not given (validators, URL, title, link) keep the stored ones.
 
         Called only after the entries are stored, so a crash in between re-fetches
         instead of losing entries (issue 3: validators are saved after the entries)."""
-        self._pending_polls.append(
-            {
-                "b_name": name,
-                "b_now": now,
-                "b_status": status,
-                "b_warning": warning,
-                "b_next": next_check_at,
-                "b_reason": reason,
-                "b_has_v": validators is not None,
-                "b_etag": validators.etag if validators else None,
-                "b_last_modified": validators.last_modified if validators else None,
-                "b_body_hash": validators.body_hash if validators else None,
-                "b_url": url,
-                "b_host": host_of(url) if url is not None else None,
-                "b_title": title,
-                "b_link": link,
-            }
-        )
+        record: dict[str, Any] = {
+            "b_name": name,
+            "b_now": now,
+            "b_status": status,
+            "b_warning": warning,
+            "b_next": next_check_at,
+            "b_reason": reason,
+        }
+        # only the values given are bound: the record's keys pick its UPDATE (_flush_polls)
+        if validators is not None:
+            record["b_etag"] = validators.etag
+            record["b_last_modified"] = validators.last_modified
+            record["b_body_hash"] = validators.body_hash
+        if url is not None:
+            record["b_url"] = url
+            record["b_host"] = host_of(url)
+        if title is not None:
+            record["b_title"] = title
+        if link is not None:
+            record["b_link"] = link
+        self._pending_polls.append(record)
         self._pending_names.add(name)
         if len(self._pending_polls) >= self.POLL_BATCH:
             self._flush_polls()
@@ -272,7 +312,6 @@ class SourcesMixin(StoreBase):
             "next_check_reason": reason,
             "gone": gone,
         }
-        self._state_cache.pop(name, None)
         with self._tx(flush=True) as conn:
             self._respect_host_hold(conn, name, values)
             conn.execute(update(sources).where(sources.c.name == name).values(**values))
@@ -295,7 +334,6 @@ class SourcesMixin(StoreBase):
     @_translated
     def defer_host(self, host: str, until: datetime) -> int:
         """Retry-After from one host holds for every source on it (issue 3, item 3)."""
-        self._state_cache.clear()
         with self._tx(flush=True) as conn:
             done = conn.execute(
                 update(hosts).where(hosts.c.host == host).values(retry_after_until=until)
@@ -313,53 +351,52 @@ class SourcesMixin(StoreBase):
 _SOURCE_BY_NAME = select(sources).where(sources.c.name == bindparam("b_name"))
 
 
-def _poll_update_statement() -> Any:
-    """The UPDATE behind :meth:`Store.record_poll`, for executemany over buffered polls.
+_POLL_STATE_BY_NAME = select(
+    sources.c.name,
+    sources.c.url,
+    sources.c.etag,
+    sources.c.last_modified,
+    sources.c.body_hash,
+    sources.c.failures,
+).where(sources.c.name == bindparam("b_name"))
 
-    A poll that finishes after its host said Retry-After waits for the host too
-    (concurrent polls of one host otherwise race past the hold): the hold is read in the
-    same statement. Optional values (validators, URL, title, link) keep the stored ones
-    when not given."""
-    hold = select(hosts.c.retry_after_until).where(hosts.c.host == sources.c.host).scalar_subquery()
-    nxt = bindparam("b_next", type_=UTCDateTime)
-    held = and_(hold.is_not(None), hold > nxt)
-    has_v = bindparam("b_has_v", type_=Boolean)
-    url = bindparam("b_url", type_=sources.c.url.type)
-    return (
-        update(sources)
-        .where(sources.c.name == bindparam("b_name"))
-        .values(
-            last_checked_at=bindparam("b_now", type_=UTCDateTime),
-            last_success_at=bindparam("b_now", type_=UTCDateTime),
-            last_status=bindparam("b_status", type_=sources.c.last_status.type),
-            last_error=bindparam("b_warning", type_=sources.c.last_error.type),
-            failures=0,
-            next_check_at=case((held, hold), else_=nxt),
-            next_check_reason=case(
-                (held, "retry-after"),
-                else_=bindparam("b_reason", type_=sources.c.next_check_reason.type),
-            ),
-            etag=case(
-                (has_v == true(), bindparam("b_etag", type_=sources.c.etag.type)),
-                else_=sources.c.etag,
-            ),
-            last_modified=case(
-                (has_v == true(), bindparam("b_last_modified", type_=sources.c.last_modified.type)),
-                else_=sources.c.last_modified,
-            ),
-            body_hash=case(
-                (has_v == true(), bindparam("b_body_hash", type_=sources.c.body_hash.type)),
-                else_=sources.c.body_hash,
-            ),
-            url=func.coalesce(url, sources.c.url),
-            host=case(
-                (url.is_not(None), bindparam("b_host", type_=sources.c.host.type)),
-                else_=sources.c.host,
-            ),
-            title=func.coalesce(bindparam("b_title", type_=sources.c.title.type), sources.c.title),
-            link=func.coalesce(bindparam("b_link", type_=sources.c.link.type), sources.c.link),
-        )
-    )
+# sources whose host holds them back (Retry-After) past a time: usually none
+_HELD_SOURCES = (
+    select(sources.c.name, hosts.c.retry_after_until)
+    .select_from(sources.join(hosts, hosts.c.host == sources.c.host))
+    .where(hosts.c.retry_after_until > bindparam("b_at", type_=UTCDateTime))
+)
+
+# record key -> the column it sets; b_name, b_now and b_next are set apart
+_POLL_COLUMNS = {
+    "b_status": "last_status",
+    "b_warning": "last_error",
+    "b_reason": "next_check_reason",
+    "b_etag": "etag",
+    "b_last_modified": "last_modified",
+    "b_body_hash": "body_hash",
+    "b_url": "url",
+    "b_host": "host",
+    "b_title": "title",
+    "b_link": "link",
+}
+
+
+def _poll_update_statement(shape: tuple[str, ...]) -> Any:
+    """The UPDATE behind :meth:`Store.record_poll` for records with the keys ``shape``,
+    for executemany over buffered polls: it sets only what the records carry, so a pass
+    of 304s binds a few plain values per source (no CASE, no subquery per row)."""
+    values: dict[str, Any] = {
+        "last_checked_at": bindparam("b_now", type_=UTCDateTime),
+        "last_success_at": bindparam("b_now", type_=UTCDateTime),
+        "failures": 0,
+        "next_check_at": bindparam("b_next", type_=UTCDateTime),
+    }
+    for key in shape:
+        column = _POLL_COLUMNS.get(key)
+        if column is not None:
+            values[column] = bindparam(key, type_=sources.c[column].type)
+    return update(sources).where(sources.c.name == bindparam("b_name")).values(**values)
 
 
 def _source_state(row: Row[Any], count: int) -> SourceState:
