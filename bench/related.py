@@ -1,12 +1,16 @@
 """Relatedness quality on a labelled news corpus, through the app (issue 4 item 6).
 
-Usage: python bench/related.py CORPUS.jsonl [--order string|numeric] [--cv] [--direct]
+Usage: python bench/related.py CORPUS.jsonl [--order string|numeric] [--candidates others|all]
+    [--cv] [--direct]
 
 CORPUS.jsonl holds one document per line with ``doc_id``, ``topic``, ``event_cluster`` and
 ``sentences`` (the ECB+ conversion in the shared data folder). Protocol: for each event cluster
 its first document by ``doc_id`` is the watch's story (``--order string``: plain lexicographic
 order, the default, "1_10ecb" < "1_2ecb"; ``--order numeric``: by topic number, then the rest of
-the id, then the document number); every other document (not a story) is a candidate item;
+the id, then the document number); every other document (not a story) is a candidate item
+(``--candidates all``: every document of the file is an item, other clusters' stories too, and
+a watch is scored on all of them but its own story, which still arrives as an item, under its
+own id, as it would in a user's feed);
 positive = same event cluster; hard negative = same topic, other event cluster; hard-negative
 FP rate = flagged hard negatives / all hard negatives.
 
@@ -25,6 +29,7 @@ no app), which is what the unit test uses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import json
 import math
@@ -80,8 +85,13 @@ def stories_of(docs: Sequence[Doc], order: str = "string") -> dict[str, Doc]:
     return out
 
 
-def candidates_of(docs: Sequence[Doc], order: str = "string") -> list[Doc]:
-    """Every document that is not a watch's story, in file order (the items that arrive)."""
+def candidates_of(
+    docs: Sequence[Doc], order: str = "string", candidates: str = "others"
+) -> list[Doc]:
+    """The items that arrive, in file order: every document that is not a watch's story
+    (``candidates="others"``), or every document (``"all"``)."""
+    if candidates == "all":
+        return list(docs)
     story_ids = {str(s["doc_id"]) for s in stories_of(docs, order).values()}
     return [d for d in docs if str(d["doc_id"]) not in story_ids]
 
@@ -89,11 +99,13 @@ def candidates_of(docs: Sequence[Doc], order: str = "string") -> list[Doc]:
 Pair = tuple[str, str, bool, bool, int]  # cluster, doc_id, positive, hard negative, story topic
 
 
-def pairs_of(docs: Sequence[Doc], order: str = "string") -> list[Pair]:
+def pairs_of(docs: Sequence[Doc], order: str = "string", candidates: str = "others") -> list[Pair]:
     out: list[Pair] = []
-    items = candidates_of(docs, order)
+    items = candidates_of(docs, order, candidates)
     for cluster, story in stories_of(docs, order).items():
         for doc in items:
+            if doc is story:
+                continue  # with --candidates all: a watch is not scored on its own story
             positive = doc["event_cluster"] == cluster
             hard = not positive and doc["topic"] == story["topic"]
             out.append((cluster, str(doc["doc_id"]), positive, hard, int(story["topic"])))
@@ -126,16 +138,27 @@ def _all(_: int) -> bool:
     return True
 
 
+STORY_ID_PREFIX = "story:"
+
+
+def _as_story(entry: Entry) -> Entry:
+    return dataclasses.replace(entry, id=STORY_ID_PREFIX + entry.id)
+
+
 def run_monitor(
-    docs: Sequence[Doc], threshold: float | None = None, order: str = "string"
+    docs: Sequence[Doc],
+    threshold: float | None = None,
+    order: str = "string",
+    candidates: str = "others",
 ) -> tuple[set[tuple[str, str]], float, int]:
     """The Monitor in process: flagged (cluster, doc_id) pairs, seconds in observe() and
     match(), items matched."""
-    entries = [to_entry(d) for d in candidates_of(docs, order)]
+    entries = [to_entry(d) for d in candidates_of(docs, order, candidates)]
     watches = [
         WatchInput(
             Watch(name=cluster, title=cluster, threshold=threshold),
-            to_entry(story, source="story"),
+            # a story file's entry has an id of its own, not the id of its copy in the feed
+            _as_story(to_entry(story, source="story")),
         )
         for cluster, story in stories_of(docs, order).items()
     ]
@@ -152,11 +175,14 @@ def run_monitor(
 
 
 def evaluate(
-    docs: Sequence[Doc], threshold: float | None = None, order: str = "string"
+    docs: Sequence[Doc],
+    threshold: float | None = None,
+    order: str = "string",
+    candidates: str = "others",
 ) -> dict[str, float]:
     """The Monitor's (in process) precision, recall, F1, hard-negative FP rate and items/s."""
-    flagged, elapsed, n = run_monitor(docs, threshold, order)
-    result = metrics(pairs_of(docs, order), lambda c, d: (c, d) in flagged, _all)
+    flagged, elapsed, n = run_monitor(docs, threshold, order, candidates)
+    result = metrics(pairs_of(docs, order, candidates), lambda c, d: (c, d) in flagged, _all)
     result["items_per_s"] = n / elapsed if elapsed > 0 else math.inf
     result["threshold"] = DEFAULT_THRESHOLD if threshold is None else threshold
     return result
@@ -228,7 +254,9 @@ def _slug(cluster: str) -> str:
     return "w-" + re.sub(r"[^a-z0-9_-]+", "-", cluster.lower())
 
 
-def write_site(docs: Sequence[Doc], root: Path, order: str = "string") -> Path:
+def write_site(
+    docs: Sequence[Doc], root: Path, order: str = "string", candidates: str = "others"
+) -> Path:
     """Story files, one JSON Feed of candidates and a config under ``root``; the config path."""
     (root / "stories").mkdir(parents=True)
     watches = []
@@ -243,7 +271,7 @@ def write_site(docs: Sequence[Doc], root: Path, order: str = "string") -> Path:
             f"    story: stories/{name}.txt\n    sources: [corpus]\n    limit: 100000\n"
         )
     items = []
-    for i, doc in enumerate(candidates_of(docs, order)):
+    for i, doc in enumerate(candidates_of(docs, order, candidates)):
         sentences = [s for s in doc["sentences"] if s.strip()] or [str(doc["doc_id"])]
         items.append(
             {
@@ -272,7 +300,9 @@ def write_site(docs: Sequence[Doc], root: Path, order: str = "string") -> Path:
     return config
 
 
-def run_app(docs: Sequence[Doc], order: str = "string") -> tuple[set[tuple[str, str]], float, int]:
+def run_app(
+    docs: Sequence[Doc], order: str = "string", candidates: str = "others"
+) -> tuple[set[tuple[str, str]], float, int]:
     """Through the app: flagged (cluster, doc_id) pairs read from the published watch feeds,
     seconds of the pass, items polled."""
     import asyncio
@@ -284,7 +314,7 @@ def run_app(docs: Sequence[Doc], order: str = "string") -> tuple[set[tuple[str, 
     clusters = {_slug(c): c for c in stories_of(docs, order)}
     with tempfile.TemporaryDirectory(prefix="related-") as tmp:
         root = Path(tmp)
-        config = load_config(write_site(docs, root, order))
+        config = load_config(write_site(docs, root, order, candidates))
 
         async def once() -> float:
             async with App(config) as app:
@@ -305,7 +335,7 @@ def run_app(docs: Sequence[Doc], order: str = "string") -> tuple[set[tuple[str, 
                 for url in urls:
                     if url.startswith(CORPUS_URL):
                         flagged.add((cluster, url.removeprefix(CORPUS_URL)))
-    return flagged, elapsed, len(candidates_of(docs, order))
+    return flagged, elapsed, len(candidates_of(docs, order, candidates))
 
 
 def _topic_folds(pairs: Sequence[Pair]) -> dict[str, list[set[int]]]:
@@ -347,20 +377,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--order", choices=("string", "numeric"), default="string")
+    ap.add_argument(
+        "--candidates",
+        choices=("others", "all"),
+        default="others",
+        help="items: the documents that are not stories (default), or every document",
+    )
     ap.add_argument("--cv", action="store_true", help="held-out topic folds, default threshold")
     ap.add_argument("--direct", action="store_true", help="also the Monitor in process")
     args = ap.parse_args(argv)
     docs = load(args.corpus)
     order = args.order
-    pairs = pairs_of(docs, order)
+    cands = args.candidates
+    pairs = pairs_of(docs, order, cands)
     n_pos = sum(p[2] for p in pairs)
     n_hard = sum(p[3] for p in pairs)
     print(
         f"{args.corpus.name}: {len(docs)} documents, {len(stories_of(docs, order))} watches "
-        f"(story = first doc_id, {order} order), {len(pairs) // len(stories_of(docs, order))} "
-        f"items, {len(pairs)} pairs ({n_pos} positive, {n_hard} hard negative)"
+        f"(story = first doc_id, {order} order), "
+        f"{len(candidates_of(docs, order, cands))} items ({cands}), {len(pairs)} pairs "
+        f"({n_pos} positive, {n_hard} hard negative)"
     )
-    flagged, elapsed, n = run_app(docs, order)
+    flagged, elapsed, n = run_app(docs, order, cands)
     res = metrics(pairs, _member(flagged), _all)
     print(f"app, published (default threshold {DEFAULT_THRESHOLD:.2f}): {_fmt(res)}")
     base = tfidf_scores(docs, order)
@@ -372,8 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({n / elapsed:.0f} items/s end to end)"
     )
     if args.direct:
-        res_d = evaluate(docs, None, order)
-        times = sorted(evaluate(docs, None, order)["items_per_s"] for _ in range(3))
+        res_d = evaluate(docs, None, order, cands)
+        times = sorted(evaluate(docs, None, order, cands)["items_per_s"] for _ in range(3))
         print(f"monitor in process:                           {_fmt(res_d)}")
         print(f"monitor in process: {times[1]:.0f} items/s observed + matched (median of 3)")
     if args.cv:
