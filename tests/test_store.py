@@ -240,9 +240,11 @@ def test_buffered_poll_records_are_visible_and_survive_close(tmp_path: Path) -> 
         status=304,
         validators=Validators(etag='"v1"'),
     )
-    # any read of the poll state sees the record, cached or not
-    state = store.source_state("a", count=False)
+    # any read of the poll state sees the buffered record
+    state = store.source_state("a")
     assert state is not None and state.validators.etag == '"v1"' and state.last_status == 304
+    poll = store.poll_state("a")
+    assert poll is not None and poll.validators.etag == '"v1"'
     store.record_poll(
         "a", now=now, next_check_at=now + timedelta(minutes=9), reason="interval", status=200
     )

@@ -218,18 +218,15 @@ class SourcesMixin(StoreBase):
         )
 
     @_translated
-    def source_state(self, name: str, *, count: bool = True) -> SourceState | None:
-        """The source's poll state; ``count=False`` skips counting its entries (``entries``
-        is then 0)."""
+    def source_state(self, name: str) -> SourceState | None:
+        """The source's health and poll state, with its number of stored entries."""
         with self._connect(flush=name in self._pending_names) as conn:
             row = conn.execute(_SOURCE_BY_NAME, {"b_name": name}).first()
             if row is None:
                 return None
-            n = 0
-            if count:
-                n = conn.execute(
-                    select(func.count()).select_from(entries).where(entries.c.source == name)
-                ).scalar_one()
+            n = conn.execute(
+                select(func.count()).select_from(entries).where(entries.c.source == name)
+            ).scalar_one()
         return _source_state(row, n)
 
     @_translated
