@@ -115,13 +115,13 @@ def parse_feed(
         utf8 = _to_utf8(body, charset, check=False).lstrip()
         fast = _parse_fast(utf8, url=url, max_items=max_items)
         if fast is not None and (fast.items or _ITEM_START_RE.search(utf8) is None):
-            return fast  # (no items, yet an item tag somewhere: let feedparser look too)
+            return _xml_safe_feed(fast)  # (no items, yet an item tag: let feedparser look too)
         checked = _to_utf8(body, charset).lstrip()
         if checked != utf8:  # it was not UTF-8 after all: try again, transcoded
             utf8 = checked
             fast = _parse_fast(utf8, url=url, max_items=max_items)
             if fast is not None and (fast.items or _ITEM_START_RE.search(utf8) is None):
-                return fast
+                return _xml_safe_feed(fast)
         if _FEED_ELEMENT_RE.search(utf8) is None:
             # feedparser makes entries only from these elements: without one, nothing to gain.
             raise ParseError(
@@ -134,7 +134,7 @@ def parse_feed(
         ttl = _find_ttl(utf8)
         if ttl is not None:
             feed = dataclasses.replace(feed, ttl=ttl)
-    return dataclasses.replace(feed, items=_cap_items(feed.items, max_items))
+    return _xml_safe_feed(dataclasses.replace(feed, items=_cap_items(feed.items, max_items)))
 
 
 def is_story_file(name: str) -> bool:
@@ -164,10 +164,54 @@ def parse_story(data: bytes, *, path: str) -> RawItem:
     if not text.strip():
         raise ParseError("empty file: expected a title and a body", path=path)
     if suffix == ".txt":
-        return _parse_txt(text, path=path)
-    if suffix == ".json":
-        return _parse_story_json(text, path=path)
-    return _parse_markdown(text, path=path)
+        item = _parse_txt(text, path=path)
+    elif suffix == ".json":
+        item = _parse_story_json(text, path=path)
+    else:
+        item = _parse_markdown(text, path=path)
+    return _xml_safe_item(item)
+
+
+# What XML 1.0 cannot carry (section 2.2): C0 controls but tab, CR and LF; lone surrogates (a JSON
+# "\ud800" escape or YAML "\ud800" decodes to one); U+FFFE and U+FFFF. Left in, one such character
+# made SQLite, hashing (UTF-8 encoding) or the Atom/RSS renderer fail the whole source or feed.
+_NOT_XML_CHAR_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    if _NOT_XML_CHAR_RE.search(text) is None:
+        return text
+    return _NOT_XML_CHAR_RE.sub(lambda m: "" if m.group() < " " else "\ufffd", text)
+
+
+def _xml_safe_item(item: RawItem) -> RawItem:
+    """``item`` with every character XML cannot carry dropped (controls) or replaced (U+FFFD)."""
+    changes: dict[str, Any] = {}
+    for name in _ITEM_TEXT_FIELDS:
+        value = getattr(item, name)
+        if value is not None and (safe := _xml_safe(value)) is not value:
+            changes[name] = safe
+    tags = tuple(_xml_safe(t) for t in item.tags)
+    if any(a is not b for a, b in zip(tags, item.tags, strict=True)):
+        changes["tags"] = tags
+    return dataclasses.replace(item, **changes) if changes else item
+
+
+def _xml_safe_feed(feed: RawFeed) -> RawFeed:
+    """:func:`_xml_safe_item` over a feed, its title, link and subtitle included."""
+    return dataclasses.replace(
+        feed,
+        items=tuple(_xml_safe_item(i) for i in feed.items),
+        title=feed.title and _xml_safe(feed.title),
+        link=feed.link and _xml_safe(feed.link),
+        subtitle=feed.subtitle and _xml_safe(feed.subtitle),
+    )
+
+
+# Not "path": it names the story's file (update skips a file whose name is not UTF-8).
+_ITEM_TEXT_FIELDS = (
+    "id", "title", "link", "author", "summary_html", "content_html", "content_text", "base"
+)  # fmt: skip
 
 
 def parse_date(value: object) -> datetime | None:
@@ -1698,6 +1742,13 @@ def _split_front_matter(text: str, *, path: str) -> tuple[dict[str, Any], str, s
     source = "\n".join(lines[1:end])
     try:
         loaded = yaml.safe_load(source)
+    except (ValueError, RecursionError) as exc:
+        # PyYAML builds dates and integers with datetime()/int(): "date: 2024-02-30" or an
+        # integer over 4300 digits raises ValueError, not YAMLError
+        raise ParseError(
+            f"front matter has a value that cannot be read ({exc}): expected 'key: value' lines",
+            path=path,
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None
@@ -1753,6 +1804,8 @@ def _parse_story_json(text: str, *, path: str) -> RawItem:
             path=path,
             line=exc.lineno,
         ) from exc
+    except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; deep nesting
+        raise ParseError(f"invalid JSON ({exc}): expected one JSON object", path=path) from exc
     if not isinstance(loaded, dict):
         raise ParseError(
             'expected one JSON object like {"title": ..., "content_text": ...}, '
