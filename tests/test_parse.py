@@ -158,6 +158,15 @@ def test_json_feed_1_1() -> None:
             'syndication/">7</sy:updateFrequency><ttl>30</ttl>',
             86400.0,  # the politer (longer) of the two
         ),
+        # not numbers int() reads: ignored (they raised ValueError and failed the source)
+        ("<ttl>\u00b2</ttl>", None),
+        ("<ttl>" + "9" * 5000 + "</ttl>", None),
+        (
+            '<sy:updatePeriod xmlns:sy="http://purl.org/rss/1.0/modules/syndication/">hourly'
+            '</sy:updatePeriod><sy:updateFrequency xmlns:sy="http://purl.org/rss/1.0/modules/'
+            'syndication/">\u00b2</sy:updateFrequency>',
+            3600.0,
+        ),
     ],
 )
 def test_ttl_and_sy_update_period(head: str, expected: float | None) -> None:

@@ -1113,16 +1113,21 @@ def _channel_head(channel: Any, ns: str) -> _ChannelHead:
     return head
 
 
+# ASCII digits, as _TTL_RE reads them: str.isdigit() also takes "²", which int() refuses, and
+# any number of digits, which int() refuses over 4300 (either failed the whole source).
+_COUNT_RE = re.compile(r"[0-9]{1,9}")
+
+
 def _ttl_from(head: _ChannelHead) -> float | None:
     found: list[float] = []
     ttl = (head.ttl or "").strip()
-    if ttl.isdigit() and int(ttl) > 0:
+    if _COUNT_RE.fullmatch(ttl) and int(ttl) > 0:
         found.append(int(ttl) * 60.0)
     period = (head.period or "").strip().lower()
     frequency = (head.frequency or "").strip()
     if period or frequency:
         seconds = _SY_PERIODS.get((period or "daily").encode())
-        times = int(frequency) if frequency.isdigit() else 1
+        times = int(frequency) if _COUNT_RE.fullmatch(frequency) else 1
         if seconds is not None and times > 0:
             found.append(seconds / times)
     return max(found) if found else None
