@@ -482,6 +482,8 @@ ODD_STORIES = {
     "feb30.md": b"---\ntitle: Feb\ndate: 2024-02-30\n---\nBody.\n",
     "year0.md": b"---\ntitle: Zero\ndate: 0000-01-01\n---\nBody.\n",
     "bigint.md": b"---\ntitle: Big\nid: " + b"9" * 5000 + b"\n---\nBody.\n",
+    # and AttributeError for an explicit timestamp tag on something else
+    "tagged.md": b"---\ntitle: Tagged\ndate: !!timestamp 2024-xx\n---\nBody.\n",
     # json raised ValueError (not JSONDecodeError) for an integer over 4300 digits
     "bigint.json": b'{"title": "Big", "id": ' + b"9" * 5000 + b"}",
     "deep.json": b'{"title": "Deep", "tags": ' + b"[" * 100000 + b"]" * 100000 + b"}",

@@ -1766,13 +1766,6 @@ def _split_front_matter(text: str, *, path: str) -> tuple[dict[str, Any], str, s
     source = "\n".join(lines[1:end])
     try:
         loaded = yaml.safe_load(source)
-    except (ValueError, RecursionError) as exc:
-        # PyYAML builds dates and integers with datetime()/int(): "date: 2024-02-30" or an
-        # integer over 4300 digits raises ValueError, not YAMLError
-        raise ParseError(
-            f"front matter has a value that cannot be read ({exc}): expected 'key: value' lines",
-            path=path,
-        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None
@@ -1781,6 +1774,15 @@ def _split_front_matter(text: str, *, path: str) -> tuple[dict[str, Any], str, s
             f"front matter is not valid YAML ({problem}): expected 'key: value' lines",
             path=path,
             line=line,
+        ) from exc
+    except Exception as exc:
+        # PyYAML's constructors raise what datetime(), int() or re give them: ValueError for
+        # "date: 2024-02-30" or an integer over 4300 digits, AttributeError for
+        # "!!timestamp x"; RecursionError for deep nesting. None of it is a YAMLError.
+        raise ParseError(
+            f"front matter has a value that cannot be read ({type(exc).__name__}: {exc}): "
+            "expected 'key: value' lines",
+            path=path,
         ) from exc
     if loaded is None:
         loaded = {}
