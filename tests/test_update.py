@@ -3,6 +3,7 @@ origin for every status path (issue 2 item 3, issue 3 items 2-4)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import AsyncIterator
@@ -509,3 +510,51 @@ async def test_odd_story_files_are_skipped_and_the_others_published(tmp_path: Pa
     skipped = " ".join(poll.errors)
     assert all(name in skipped for name in ODD_STORIES)
     assert "latin-\ufffd.txt" in skipped and "not valid UTF-8" in skipped
+
+
+# Raw responses aiohttp's server would not send: header bytes that are not UTF-8 reach us as
+# surrogate escapes, which SQLite cannot store; each failed the pass's records for every source.
+ODD_RESPONSES = {
+    "etag": b'HTTP/1.1 200 OK\r\nETag: "\xff\xfe"\r\n',
+    "last-modified": b"HTTP/1.1 200 OK\r\nLast-Modified: \xff\r\n",
+    "304 etag": b'HTTP/1.1 304 Not Modified\r\nETag: "\xff"\r\n',
+    "reason": b"HTTP/1.1 503 \xff\xfe\r\n",
+    # past year 9999 in UTC: OverflowError
+    "expires": b"HTTP/1.1 200 OK\r\nExpires: Fri, 31 Dec 9999 23:59:59 -1400\r\n",
+}
+
+
+async def test_odd_response_headers_fail_nothing(tmp_path: Path, origin: Origin) -> None:
+    body = rss("Odd", [("o1", "One")])
+    names = sorted(ODD_RESPONSES)
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        head = ODD_RESPONSES[names[int(request.split(b" ")[1].strip(b"/"))]]
+        length = f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        writer.write(head + length + (b"" if b" 304 " in head else body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    origin.serve_feed("/fine.xml", rss("Fine", [("f1", "Fine one")]))
+    sources = [
+        Source(f"odd{i}", 600, url=f"http://127.0.0.1:{port}/{i}") for i in range(len(names))
+    ]
+    config = make_config(tmp_path, [*sources, Source("fine", 600, url=origin.url("/fine.xml"))])
+    try:
+        async with App(config, clock=Clock()) as app:
+            report = await app.run_once()
+            states = {s.name: s for s in app.store.source_states()}
+    finally:
+        server.close()
+        await server.wait_closed()
+    outcomes = {r.source: r.outcome for r in report.polled}
+    assert outcomes == {
+        "fine": "updated",
+        **{f"odd{i}": "error" if n == "reason" else ("not_modified" if "304" in n else "updated")
+           for i, n in enumerate(names)},
+    }  # fmt: skip
+    assert "internal error" not in " ".join(str(s.last_error) for s in states.values())
+    assert "Fine one" in published_titles(tmp_path)
