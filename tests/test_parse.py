@@ -766,3 +766,17 @@ def test_a_long_author_cannot_stall_the_feedparser_fallback() -> None:
     assert item.author is not None
     assert item.author.replace(" ", "") == run
     assert max(len(word) for word in item.author.split()) == 512
+
+
+@pytest.mark.parametrize("ref", ["&#xd800;", "&#55296;", "&#x110000;", "&#99999999999;"])
+def test_a_reference_to_no_character_costs_one_character_not_the_feed(ref: str) -> None:
+    # Not well-formed, so feedparser reads it; it raised UnicodeEncodeError on a surrogate and
+    # ValueError or OverflowError past U+10FFFF: every item of the feed was lost (fuzzing).
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        "<link>https://x.example/</link><description>d</description>"
+        f"<item><guid>a</guid><title>A{ref}</title></item>"
+        "<item><guid>b</guid><title>B</title></item></channel></rss>"
+    ).encode()
+    feed = parse_feed(body, url="https://x.example/feed")
+    assert [item.title for item in feed.items] == ["A\ufffd", "B"]

@@ -1487,9 +1487,28 @@ def _break_long_runs(doc: bytes) -> bytes:
     return _LONG_RUN_RE.sub(cut, doc)
 
 
+_CHARREF_RE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+
+
+def _no_surrogate_refs(doc: bytes) -> bytes:
+    """``doc`` with character references to a surrogate or past U+10FFFF as U+FFFD:
+    feedparser raised UnicodeEncodeError on one ("&#xd800;"), losing every item of the feed."""
+    if b"&#" not in doc:
+        return doc
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        hexa, digits = m.group(1), m.group(2)
+        if len((hexa or digits).lstrip(b"0")) > 8:  # far past U+10FFFF (and int() caps digits)
+            return b"&#xfffd;"
+        code = int(hexa, 16) if hexa else int(digits)
+        return b"&#xfffd;" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else m.group(0)
+
+    return _CHARREF_RE.sub(fix, doc)
+
+
 def _parse_feedparser(body: bytes, *, url: str, content_type: str | None) -> RawFeed:
     """The fallback; the bozo policy decides what counts as a feed (module docstring)."""
-    body = _break_long_runs(body)
+    body = _break_long_runs(_no_surrogate_refs(body))
     headers = {"content-type": content_type} if content_type else {}
     try:
         # Bytes in a BytesIO, never a str (it may be taken as a URL or a path); feedparser's
