@@ -110,6 +110,8 @@ def test_parse_http_date_is_utc() -> None:
     assert parsed == NOW
     assert parsed is not None and parsed.utcoffset() == timedelta(0)
     assert parse_http_date("not a date") is None
+    # past year 9999 once in UTC: not a date (it raised OverflowError and failed the source)
+    assert parse_http_date("Fri, 31 Dec 9999 23:59:59 -1400") is None
 
 
 # --- cache lifetime --------------------------------------------------------------------------

@@ -3,8 +3,11 @@ origin for every status path (issue 2 item 3, issue 3 items 2-4)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
@@ -14,8 +17,11 @@ from aiohttp import web
 from feedservice.app import App
 from feedservice.config import Config, FetchConfig, ServiceConfig
 from feedservice.model import FeedSpec, Source
+from feedservice.update import parse_and_normalise
 from tests.clock import Clock
 from tests.origin import Origin, rss
+
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
 
 def make_config(tmp_path: Path, sources: list[Source], **fetch: float) -> Config:
@@ -416,3 +422,139 @@ async def test_broken_urls_in_a_feed_fail_nothing(
     assert set(entries) == {"Broken", "Fine"}
     assert entries["Broken"].link is None
     assert entries["Fine"].link == "https://origin.example/g2"
+
+
+# Items that broke a whole source or every feed it is published in (found by fuzzing): each
+# JSON Feed holds the odd item and a fine one; both must be stored and every format published.
+ODD_ITEMS = {
+    # a lone surrogate ("\ud800" in JSON) failed hashing, nh3 and SQLite (UnicodeEncodeError)
+    "lone surrogates": {
+        "id": "odd\\ud800",
+        "title": "Odd \\udfff",
+        "content_html": "<p>x\\ud800</p>",
+    },
+    # control characters, raw or as character references nh3 decodes: lxml refused the feed
+    "control characters": {
+        "id": "odd",
+        "title": "Odd &#x1;\\u000b",
+        "content_html": "<p>&#xb;\\u0001</p>",
+    },
+    # no link and no content: feedgen refused the Atom entry, so the whole feed failed
+    "no link, no content": {"id": "odd", "title": "Odd"},
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD_ITEMS.values()), ids=list(ODD_ITEMS))
+async def test_odd_items_fail_nothing(tmp_path: Path, origin: Origin, odd: dict[str, str]) -> None:
+    items = ", ".join(
+        "{" + ", ".join(f'"{k}": "{v}"' for k, v in item.items()) + "}"
+        for item in (odd, {"id": "fine", "title": "Fine", "url": "https://origin.example/f"})
+    )
+    body = f'{{"version": "https://jsonfeed.org/version/1.1", "title": "T", "items": [{items}]}}'
+    origin.serve_feed("/f.json", body.encode())
+    config = make_config(tmp_path, [Source("f", 600, url=origin.url("/f.json"))])
+    async with App(config, clock=Clock()) as app:
+        report = await app.run_once()
+        stored = app.store.latest_entries(["f"], 10)
+    assert [r.outcome for r in report.polled] == ["updated"]
+    assert report.errors == ()
+    assert len(stored) == 2
+    titles = published_titles(tmp_path)
+    assert len(titles) == 2 and "Fine" in titles
+
+
+def test_a_base_url_nh3_refuses_resolves_nothing() -> None:
+    # urlsplit accepts "http://%zz/" but nh3 refused it as a base ("invalid international
+    # domain name") with a ValueError that failed the whole source
+    body = (
+        b'{"version": "https://jsonfeed.org/version/1.1", "home_page_url": "http://%zz/",'
+        b' "items": [{"id": "a", "content_html": "<a href=\\"/rel\\">r</a>"}]}'
+    )
+    parsed = parse_and_normalise(
+        body, url="http://%zz/f", content_type=None, max_items=10, source="s", now=NOW, known={}
+    )
+    assert parsed.error is None
+    [entry] = parsed.entries
+    assert "<a" in entry.content_html and "/rel" not in entry.content_html
+
+
+ODD_STORIES = {
+    # PyYAML raised ValueError (not YAMLError) for an impossible date or a huge integer
+    "feb30.md": b"---\ntitle: Feb\ndate: 2024-02-30\n---\nBody.\n",
+    "year0.md": b"---\ntitle: Zero\ndate: 0000-01-01\n---\nBody.\n",
+    "bigint.md": b"---\ntitle: Big\nid: " + b"9" * 5000 + b"\n---\nBody.\n",
+    # and AttributeError for an explicit timestamp tag on something else
+    "tagged.md": b"---\ntitle: Tagged\ndate: !!timestamp 2024-xx\n---\nBody.\n",
+    # json raised ValueError (not JSONDecodeError) for an integer over 4300 digits
+    "bigint.json": b'{"title": "Big", "id": ' + b"9" * 5000 + b"}",
+    "deep.json": b'{"title": "Deep", "tags": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+}
+
+
+async def test_odd_story_files_are_skipped_and_the_others_published(tmp_path: Path) -> None:
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (stories / "good.txt").write_text("Good\n\nA fine story.\n")
+    for name, data in ODD_STORIES.items():
+        (stories / name).write_bytes(data)
+    # lone surrogates and control characters in a story are replaced, not fatal
+    (stories / "odd.json").write_bytes(b'{"title": "Odd\\ud800 &#x1;", "content_text": "x\\u000b"}')
+    # a file name that is not UTF-8 (a surrogate escape in Python) failed the whole folder
+    (Path(os.fsdecode(bytes(stories) + b"/latin-\xe9.txt"))).write_bytes(b"Latin\n\nBody.\n")
+    config = make_config(tmp_path, [Source("news", 60, directory=stories)])
+    async with App(config, clock=Clock()) as app:
+        report = await app.run_once()
+    [poll] = report.polled
+    assert poll.outcome == "updated"
+    assert sorted(published_titles(tmp_path)) == ["Good", "Odd\ufffd"]
+    skipped = " ".join(poll.errors)
+    assert all(name in skipped for name in ODD_STORIES)
+    assert "latin-\ufffd.txt" in skipped and "not valid UTF-8" in skipped
+
+
+# Raw responses aiohttp's server would not send: header bytes that are not UTF-8 reach us as
+# surrogate escapes, which SQLite cannot store; each failed the pass's records for every source.
+ODD_RESPONSES = {
+    "etag": b'HTTP/1.1 200 OK\r\nETag: "\xff\xfe"\r\n',
+    "last-modified": b"HTTP/1.1 200 OK\r\nLast-Modified: \xff\r\n",
+    "304 etag": b'HTTP/1.1 304 Not Modified\r\nETag: "\xff"\r\n',
+    "reason": b"HTTP/1.1 503 \xff\xfe\r\n",
+    # past year 9999 in UTC: OverflowError
+    "expires": b"HTTP/1.1 200 OK\r\nExpires: Fri, 31 Dec 9999 23:59:59 -1400\r\n",
+}
+
+
+async def test_odd_response_headers_fail_nothing(tmp_path: Path, origin: Origin) -> None:
+    body = rss("Odd", [("o1", "One")])
+    names = sorted(ODD_RESPONSES)
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        head = ODD_RESPONSES[names[int(request.split(b" ")[1].strip(b"/"))]]
+        length = f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        writer.write(head + length + (b"" if b" 304 " in head else body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    origin.serve_feed("/fine.xml", rss("Fine", [("f1", "Fine one")]))
+    sources = [
+        Source(f"odd{i}", 600, url=f"http://127.0.0.1:{port}/{i}") for i in range(len(names))
+    ]
+    config = make_config(tmp_path, [*sources, Source("fine", 600, url=origin.url("/fine.xml"))])
+    try:
+        async with App(config, clock=Clock()) as app:
+            report = await app.run_once()
+            states = {s.name: s for s in app.store.source_states()}
+    finally:
+        server.close()
+        await server.wait_closed()
+    outcomes = {r.source: r.outcome for r in report.polled}
+    assert outcomes == {
+        "fine": "updated",
+        **{f"odd{i}": "error" if n == "reason" else ("not_modified" if "304" in n else "updated")
+           for i, n in enumerate(names)},
+    }  # fmt: skip
+    assert "internal error" not in " ".join(str(s.last_error) for s in states.values())
+    assert "Fine one" in published_titles(tmp_path)

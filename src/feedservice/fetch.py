@@ -322,6 +322,19 @@ async def _fetch_http(
             target = nxt
 
 
+def _header_text(value: str) -> str:
+    """A header value as valid text: aiohttp decodes bytes that are not UTF-8 as surrogate
+    escapes, which SQLite cannot store (one such value failed the whole pass's records)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _validator(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """An ETag or Last-Modified to send back, or None when it is not ASCII (it could not be
+    stored or sent back as it came; the body hash still tells an unchanged body)."""
+    value = headers.get(name)
+    return value if value is not None and value.isascii() else None
+
+
 async def _read_response(
     resp: aiohttp.ClientResponse,
     url: str,
@@ -340,8 +353,8 @@ async def _read_response(
     if status == 304:
         # RFC 9111 4.3.4: a 304 may carry fresher validators; keep the old ones otherwise.
         kept = Validators(
-            etag=h.get("ETag") or validators.etag,
-            last_modified=h.get("Last-Modified") or validators.last_modified,
+            etag=_validator(h, "ETag") or validators.etag,
+            last_modified=_validator(h, "Last-Modified") or validators.last_modified,
             body_hash=validators.body_hash,
         )
         return FetchResult(
@@ -367,7 +380,8 @@ async def _read_response(
         value = h.get("Retry-After")
         if value is not None:
             retry_after = parse_retry_after(value, now=_server_now(h, clock))
-        message = f"HTTP {status} {resp.reason or ''}".rstrip()
+        reason = _header_text(resp.reason or "")
+        message = f"HTTP {status} {reason}".rstrip()
         if hops:
             message += f" (at {final_url})"
         if retry_after is not None:
@@ -401,7 +415,9 @@ async def _read_response(
     # sha256 runs at ~1-2 GB/s: microseconds per feed, far below parsing, so always hash.
     body_hash = hashlib.sha256(body).hexdigest()
     new_validators = Validators(
-        etag=h.get("ETag"), last_modified=h.get("Last-Modified"), body_hash=body_hash
+        etag=_validator(h, "ETag"),
+        last_modified=_validator(h, "Last-Modified"),
+        body_hash=body_hash,
     )
     max_age = parse_cache_max_age(h, now=clock())
     if body_hash == validators.body_hash:

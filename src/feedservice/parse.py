@@ -134,7 +134,9 @@ def parse_feed(
         ttl = _find_ttl(utf8)
         if ttl is not None:
             feed = dataclasses.replace(feed, ttl=ttl)
-    return dataclasses.replace(feed, items=_cap_items(feed.items, max_items))
+    # libxml2 lets no character XML cannot carry through (fast path, returned above: the
+    # scrub cost it a third more CPU); JSON and feedparser's loose reading do
+    return _xml_safe_feed(dataclasses.replace(feed, items=_cap_items(feed.items, max_items)))
 
 
 def is_story_file(name: str) -> bool:
@@ -164,10 +166,54 @@ def parse_story(data: bytes, *, path: str) -> RawItem:
     if not text.strip():
         raise ParseError("empty file: expected a title and a body", path=path)
     if suffix == ".txt":
-        return _parse_txt(text, path=path)
-    if suffix == ".json":
-        return _parse_story_json(text, path=path)
-    return _parse_markdown(text, path=path)
+        item = _parse_txt(text, path=path)
+    elif suffix == ".json":
+        item = _parse_story_json(text, path=path)
+    else:
+        item = _parse_markdown(text, path=path)
+    return _xml_safe_item(item)
+
+
+# What XML 1.0 cannot carry (section 2.2): C0 controls but tab, CR and LF; lone surrogates (a JSON
+# "\ud800" escape or YAML "\ud800" decodes to one); U+FFFE and U+FFFF. Left in, one such character
+# made SQLite, hashing (UTF-8 encoding) or the Atom/RSS renderer fail the whole source or feed.
+_NOT_XML_CHAR_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    if _NOT_XML_CHAR_RE.search(text) is None:
+        return text
+    return _NOT_XML_CHAR_RE.sub(lambda m: "" if m.group() < " " else "\ufffd", text)
+
+
+def _xml_safe_item(item: RawItem) -> RawItem:
+    """``item`` with every character XML cannot carry dropped (controls) or replaced (U+FFFD)."""
+    changes: dict[str, Any] = {}
+    for name in _ITEM_TEXT_FIELDS:
+        value = getattr(item, name)
+        if value is not None and (safe := _xml_safe(value)) is not value:
+            changes[name] = safe
+    tags = tuple(_xml_safe(t) for t in item.tags)
+    if any(a is not b for a, b in zip(tags, item.tags, strict=True)):
+        changes["tags"] = tags
+    return dataclasses.replace(item, **changes) if changes else item
+
+
+def _xml_safe_feed(feed: RawFeed) -> RawFeed:
+    """:func:`_xml_safe_item` over a feed, its title, link and subtitle included."""
+    return dataclasses.replace(
+        feed,
+        items=tuple(_xml_safe_item(i) for i in feed.items),
+        title=feed.title and _xml_safe(feed.title),
+        link=feed.link and _xml_safe(feed.link),
+        subtitle=feed.subtitle and _xml_safe(feed.subtitle),
+    )
+
+
+# Not "path": it names the story's file (update skips a file whose name is not UTF-8).
+_ITEM_TEXT_FIELDS = (
+    "id", "title", "link", "author", "summary_html", "content_html", "content_text", "base"
+)  # fmt: skip
 
 
 def parse_date(value: object) -> datetime | None:
@@ -1069,16 +1115,21 @@ def _channel_head(channel: Any, ns: str) -> _ChannelHead:
     return head
 
 
+# ASCII digits, as _TTL_RE reads them: str.isdigit() also takes "²", which int() refuses, and
+# any number of digits, which int() refuses over 4300 (either failed the whole source).
+_COUNT_RE = re.compile(r"[0-9]{1,9}")
+
+
 def _ttl_from(head: _ChannelHead) -> float | None:
     found: list[float] = []
     ttl = (head.ttl or "").strip()
-    if ttl.isdigit() and int(ttl) > 0:
+    if _COUNT_RE.fullmatch(ttl) and int(ttl) > 0:
         found.append(int(ttl) * 60.0)
     period = (head.period or "").strip().lower()
     frequency = (head.frequency or "").strip()
     if period or frequency:
         seconds = _SY_PERIODS.get((period or "daily").encode())
-        times = int(frequency) if frequency.isdigit() else 1
+        times = int(frequency) if _COUNT_RE.fullmatch(frequency) else 1
         if seconds is not None and times > 0:
             found.append(seconds / times)
     return max(found) if found else None
@@ -1418,8 +1469,46 @@ def _defuse_entities(doc: bytes) -> bytes:
     return m.group(1) + b">" + doc[m.end() :]
 
 
+# A run of the characters feedparser's e-mail pattern repeats (mixin._sync_author_detail), at a
+# run's start only (the lookbehind), so the scan is linear. That pattern is searched in every
+# author, dc:creator and publisher, and costs the square of the longest run: one 100,000-letter
+# author took 14 s of CPU, and a malformed feed of a few such items blocked a worker for minutes.
+_LONG_RUN_RE = re.compile(rb"(?<![A-Za-z0-9_.+\-])[A-Za-z0-9_.+\-]{1024,}")
+
+
+def _break_long_runs(doc: bytes) -> bytes:
+    """``doc`` with a space after every 512 bytes of such a run; no word, URL or base64 data
+    has runs that long (a "/" or "=" ends them), so nothing real changes."""
+
+    def cut(m: re.Match[bytes]) -> bytes:
+        run = m.group()
+        return b" ".join(run[i : i + 512] for i in range(0, len(run), 512))
+
+    return _LONG_RUN_RE.sub(cut, doc)
+
+
+_CHARREF_RE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+
+
+def _no_surrogate_refs(doc: bytes) -> bytes:
+    """``doc`` with character references to a surrogate or past U+10FFFF as U+FFFD:
+    feedparser raised UnicodeEncodeError on one ("&#xd800;"), losing every item of the feed."""
+    if b"&#" not in doc:
+        return doc
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        hexa, digits = m.group(1), m.group(2)
+        if len((hexa or digits).lstrip(b"0")) > 8:  # far past U+10FFFF (and int() caps digits)
+            return b"&#xfffd;"
+        code = int(hexa, 16) if hexa else int(digits)
+        return b"&#xfffd;" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else m.group(0)
+
+    return _CHARREF_RE.sub(fix, doc)
+
+
 def _parse_feedparser(body: bytes, *, url: str, content_type: str | None) -> RawFeed:
     """The fallback; the bozo policy decides what counts as a feed (module docstring)."""
+    body = _break_long_runs(_no_surrogate_refs(body))
     headers = {"content-type": content_type} if content_type else {}
     try:
         # Bytes in a BytesIO, never a str (it may be taken as a URL or a path); feedparser's
@@ -1707,6 +1796,15 @@ def _split_front_matter(text: str, *, path: str) -> tuple[dict[str, Any], str, s
             path=path,
             line=line,
         ) from exc
+    except Exception as exc:
+        # PyYAML's constructors raise what datetime(), int() or re give them: ValueError for
+        # "date: 2024-02-30" or an integer over 4300 digits, AttributeError for
+        # "!!timestamp x"; RecursionError for deep nesting. None of it is a YAMLError.
+        raise ParseError(
+            f"front matter has a value that cannot be read ({type(exc).__name__}: {exc}): "
+            "expected 'key: value' lines",
+            path=path,
+        ) from exc
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -1753,6 +1851,8 @@ def _parse_story_json(text: str, *, path: str) -> RawItem:
             path=path,
             line=exc.lineno,
         ) from exc
+    except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; deep nesting
+        raise ParseError(f"invalid JSON ({exc}): expected one JSON object", path=path) from exc
     if not isinstance(loaded, dict):
         raise ParseError(
             'expected one JSON object like {"title": ..., "content_text": ...}, '

@@ -72,12 +72,13 @@ def parse_http_date(value: str) -> datetime | None:
     """
     try:
         parsed = parsedate_to_datetime(value.strip())
+        if parsed.tzinfo is None:
+            # asctime has no zone; HTTP-dates are always GMT (RFC 9110 section 5.6.7).
+            return parsed.replace(tzinfo=UTC)
+        # inside the try: "Fri, 31 Dec 9999 23:59:59 -1400" is past year 9999 in UTC
+        return parsed.astimezone(UTC)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        # asctime has no zone; HTTP-dates are always GMT (RFC 9110 section 5.6.7).
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def parse_retry_after(value: str, *, now: datetime, cap: float = MAX_RETRY_AFTER) -> float | None:

@@ -354,7 +354,11 @@ def _add_entry(fg: Any, spec: FeedView, entry: Entry, extra: EntryExtra | None, 
     if content:
         fe.content(content, type="html")  # Atom <content type="html">, RSS content:encoded
     elif not entry.summary:
-        fe.summary(entry.title)  # an entry needs some text in RSS and, without a link, in Atom
+        fe.summary(entry.title)  # an entry needs some text in RSS
+    if not content and not link:
+        # An Atom entry with neither content nor an alternate link is invalid (RFC 4287 4.1.1)
+        # and feedgen refuses it, which failed the whole feed: give it its text as content.
+        fe.content(html.escape(entry.summary or entry.title, quote=False), type="html")
 
 
 def _render_json(

@@ -157,6 +157,12 @@ def _poll_directory(
                 except OSError:
                     continue  # vanished between listing and stat
                 rel = full.relative_to(directory).as_posix()
+                if not _is_utf8_name(rel):
+                    # its path holds surrogate escapes that SQLite and the ids cannot encode:
+                    # one such file failed the whole folder on every poll
+                    shown = os.fsencode(full).decode("utf-8", "replace")
+                    errors.append(f"{shown}: skipped: the file name is not valid UTF-8")
+                    continue
                 current[rel] = (st.st_mtime_ns, st.st_size)
     except OSError as exc:
         errors.append(f"{directory}: cannot list the story folder: {exc}")
@@ -239,6 +245,14 @@ def _poll_directory(
         removed=removed,
         errors=tuple(errors),
     )
+
+
+def _is_utf8_name(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _slug_clashes(
