@@ -53,6 +53,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import nh3
 
 from feedservice.model import Entry, RawItem
+from feedservice.xmlchars import xml_safe
 
 __all__ = [
     "ALLOWED_ATTRIBUTES",
@@ -151,19 +152,7 @@ def sanitise_html(fragment: str, *, base: str | None) -> str:
     With no absolute http(s) ``base`` a relative URL cannot be resolved, so it is removed: a
     relative URL inside a feed would resolve against the feed's own address, which is wrong.
     """
-    return _xml_safe(_cleaner(base if base and _is_http_url(base) else None).clean(fragment))
-
-
-# C0 controls but tab, CR and LF, and U+FFFE/U+FFFF: XML 1.0 cannot carry them (section 2.2),
-# and lxml refuses to render a feed holding one. parse drops raw ones, but nh3 and
-# html.unescape decode character references to them ("&#x1;", "&#xb;").
-_NOT_XML_CHAR_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def _xml_safe(text: str) -> str:
-    if _NOT_XML_CHAR_RE.search(text) is None:
-        return text
-    return _NOT_XML_CHAR_RE.sub(lambda m: "" if m.group() < " " else "\ufffd", text)
+    return xml_safe(_cleaner(base if base and _is_http_url(base) else None).clean(fragment))
 
 
 # A memo, not state: a Cleaner is immutable and depends only on the base. Building one costs
@@ -195,7 +184,7 @@ def html_to_text(fragment: str) -> str:
     """Plain text of an HTML fragment: tags stripped, entities decoded, whitespace collapsed."""
     if "<" not in fragment and "&" not in fragment:
         return _collapse_ws(fragment)
-    return _collapse_ws(_xml_safe(html.unescape(_TEXT_CLEANER.clean(fragment))))
+    return _collapse_ws(xml_safe(html.unescape(_TEXT_CLEANER.clean(fragment))))
 
 
 _BLOCKISH_TAG_RE = re.compile(

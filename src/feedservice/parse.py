@@ -69,6 +69,7 @@ from markdown_it import MarkdownIt
 
 from feedservice.errors import ParseError
 from feedservice.model import RawFeed, RawItem
+from feedservice.xmlchars import xml_safe
 
 __all__ = [
     "STORY_SUFFIXES",
@@ -174,26 +175,14 @@ def parse_story(data: bytes, *, path: str) -> RawItem:
     return _xml_safe_item(item)
 
 
-# What XML 1.0 cannot carry (section 2.2): C0 controls but tab, CR and LF; lone surrogates (a JSON
-# "\ud800" escape or YAML "\ud800" decodes to one); U+FFFE and U+FFFF. Left in, one such character
-# made SQLite, hashing (UTF-8 encoding) or the Atom/RSS renderer fail the whole source or feed.
-_NOT_XML_CHAR_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def _xml_safe(text: str) -> str:
-    if _NOT_XML_CHAR_RE.search(text) is None:
-        return text
-    return _NOT_XML_CHAR_RE.sub(lambda m: "" if m.group() < " " else "\ufffd", text)
-
-
 def _xml_safe_item(item: RawItem) -> RawItem:
     """``item`` with every character XML cannot carry dropped (controls) or replaced (U+FFFD)."""
     changes: dict[str, Any] = {}
     for name in _ITEM_TEXT_FIELDS:
         value = getattr(item, name)
-        if value is not None and (safe := _xml_safe(value)) is not value:
+        if value is not None and (safe := xml_safe(value)) is not value:
             changes[name] = safe
-    tags = tuple(_xml_safe(t) for t in item.tags)
+    tags = tuple(xml_safe(t) for t in item.tags)
     if any(a is not b for a, b in zip(tags, item.tags, strict=True)):
         changes["tags"] = tags
     return dataclasses.replace(item, **changes) if changes else item
@@ -204,9 +193,9 @@ def _xml_safe_feed(feed: RawFeed) -> RawFeed:
     return dataclasses.replace(
         feed,
         items=tuple(_xml_safe_item(i) for i in feed.items),
-        title=feed.title and _xml_safe(feed.title),
-        link=feed.link and _xml_safe(feed.link),
-        subtitle=feed.subtitle and _xml_safe(feed.subtitle),
+        title=feed.title and xml_safe(feed.title),
+        link=feed.link and xml_safe(feed.link),
+        subtitle=feed.subtitle and xml_safe(feed.subtitle),
     )
 
 
