@@ -1083,18 +1083,9 @@ class _EntityScan:
                 # resume stays: the next candidate comes after this word anyway)
                 if shouting:
                     continue
-                if i:
-                    prev = words[i - 1]
-                    if prev[-1] in tails and ends_sentence[prev]:
-                        # a sentence's first word is also dropped when it appears in lower
-                        # case in the text (the one rule that needs the text)
-                        name = _NAMES_AT_START[core]
-                        if name and not self.appears_in_lower_case(low):
-                            found.append(name)
-                            if name[0] == _PENDING:
-                                self.pending.add(name)
-                        continue
-                else:
+                if not i or ((prev := words[i - 1])[-1] in tails and ends_sentence[prev]):
+                    # a sentence's first word is also dropped when it appears in lower
+                    # case in the text (the one rule that needs the text)
                     name = _NAMES_AT_START[core]
                     if name and not self.appears_in_lower_case(low):
                         found.append(name)
