@@ -227,6 +227,30 @@ def test_naive_datetimes_are_refused(store) -> None:  # type: ignore[no-untyped-
 # --- speed paths (issue 3 item 8): buffered poll records, prefetched states, raw hashes ------
 
 
+def test_a_value_sqlite_cannot_store_fails_no_poll_record(tmp_path: Path) -> None:
+    # Bytes decoded with surrogateescape leave lone surrogates, which SQLite refuses; in a
+    # batched flush one of them used to fail every buffered record of the pass.
+    path = tmp_path / "a.sqlite3"
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    store = open_store(path)
+    names = ["a", "b", "c"]
+    store.sync_sources([Source(n, 60, url=f"https://h.example/{n}") for n in names], now=now)
+    odd = "caf\udce9"
+    store.record_poll(
+        "a", now=now, next_check_at=now, reason="interval", status=200,
+        validators=Validators(etag=odd, last_modified=odd), title=odd, link=odd, warning=odd,
+    )  # fmt: skip
+    store.record_poll("b", now=now, next_check_at=now, reason="interval", status=304)
+    assert store.record_failure("c", now=now, error=odd, next_check_at=now, reason="backoff") == 1
+    store.close()  # writes what is buffered
+    again = open_store(path)
+    states = {s.name: s for s in again.source_states()}
+    again.close()
+    assert states["a"].last_status == 200 and states["b"].last_status == 304
+    assert states["a"].validators.etag == "caf?" and states["a"].title == "caf?"
+    assert states["a"].last_error == "caf?" and states["c"].last_error == "caf?"
+
+
 def test_buffered_poll_records_are_visible_and_survive_close(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite3"
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

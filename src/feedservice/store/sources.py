@@ -266,22 +266,22 @@ class SourcesMixin(StoreBase):
             "b_name": name,
             "b_now": now,
             "b_status": status,
-            "b_warning": warning,
+            "b_warning": _storable(warning),
             "b_next": next_check_at,
             "b_reason": reason,
         }
         # only the values given are bound: the record's keys pick its UPDATE (_flush_polls)
         if validators is not None:
-            record["b_etag"] = validators.etag
-            record["b_last_modified"] = validators.last_modified
+            record["b_etag"] = _storable(validators.etag)
+            record["b_last_modified"] = _storable(validators.last_modified)
             record["b_body_hash"] = validators.body_hash
         if url is not None:
-            record["b_url"] = url
-            record["b_host"] = host_of(url)
+            record["b_url"] = _storable(url)
+            record["b_host"] = _storable(host_of(url))
         if title is not None:
-            record["b_title"] = title
+            record["b_title"] = _storable(title)
         if link is not None:
-            record["b_link"] = link
+            record["b_link"] = _storable(link)
         self._pending_polls.append(record)
         self._pending_names.add(name)
         if len(self._pending_polls) >= self.POLL_BATCH:
@@ -303,7 +303,7 @@ class SourcesMixin(StoreBase):
         values: dict[str, Any] = {
             "last_checked_at": now,
             "last_status": status,
-            "last_error": error,
+            "last_error": _storable(error),
             "failures": sources.c.failures + 1,
             "next_check_at": next_check_at,
             "next_check_reason": reason,
@@ -346,6 +346,15 @@ class SourcesMixin(StoreBase):
 
 
 _SOURCE_BY_NAME = select(sources).where(sources.c.name == bindparam("b_name"))
+
+
+def _storable(text: str | None) -> str | None:
+    """``text`` as UTF-8 can carry it. A lone surrogate (bytes decoded with
+    ``surrogateescape`` upstream) becomes "?": SQLite refuses it, and in a batched flush one
+    such value would fail every buffered poll record of the pass, not just its own."""
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 _POLL_STATE_BY_NAME = select(
