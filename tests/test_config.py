@@ -1049,6 +1049,15 @@ def test_watch_story_must_exist(cwd: Path) -> None:
     ]
 
 
+def test_a_story_name_the_os_refuses_is_a_config_error(cwd: Path) -> None:
+    name = "s" * 300 + ".txt"  # longer than a file name may be (255 bytes): ENAMETOOLONG
+    message = error_of(cwd, f"watches:\n  - name: long\n    story: {name}\n")
+    assert message.startswith(
+        "feedservice.yaml:3: watches[0].story: expected an existing story file, "
+        f"got '{name}' ({cwd / name} cannot be read: "
+    )
+
+
 # --- resolve_config_path and the summary ----------------------------------------------------------
 
 

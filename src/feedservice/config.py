@@ -853,12 +853,11 @@ def _build(
             problems.append(
                 _Problem(("smtp", "ca_file"), "expected 'tls: true' or 'starttls: true' with it")
             )
-        elif not ca_file.is_file():
+        elif (why := _why_not_a_file(ca_file)) is not None:
             problems.append(
                 _Problem(
                     ("smtp", "ca_file"),
-                    f"expected an existing PEM file, got {s.ca_file!r} ({ca_file} "
-                    f"{'is not a file' if ca_file.exists() else 'does not exist'})",
+                    f"expected an existing PEM file, got {s.ca_file!r} ({ca_file} {why})",
                 )
             )
     smtp = SmtpConfig(
@@ -955,12 +954,11 @@ def _build(
         story = None
         if w.story is not None:
             story = _resolve(base_dir, w.story)
-            if not story.is_file():
+            if (why := _why_not_a_file(story)) is not None:
                 problems.append(
                     _Problem(
                         (*loc, "story"),
-                        f"expected an existing story file, got {w.story!r} ({story} "
-                        f"{'is not a file' if story.exists() else 'does not exist'})",
+                        f"expected an existing story file, got {w.story!r} ({story} {why})",
                     )
                 )
         for i, n in enumerate(w.notify):
@@ -1061,6 +1059,17 @@ def _combine(problems: list[_Problem], lines: Mapping[_Loc, int], shown: str) ->
     return ConfigError(
         "\n".join([first.message, *rest]), path=first.path, line=first.line, field=first.field
     )
+
+
+def _why_not_a_file(path: Path) -> str | None:
+    """None for an existing file, else why not, in words for the error message. A name the
+    OS refuses (too long, for one) is a config problem too, not a traceback."""
+    try:
+        if path.is_file():
+            return None
+        return "is not a file" if path.exists() else "does not exist"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
 
 
 def _redact(url: str) -> str:
