@@ -1223,3 +1223,16 @@ def test_pure_python_yaml_gives_the_same_result(cwd: Path, monkeypatch: pytest.M
         "feedservice.yaml:4: sources[0].interval: expected a duration like 90s, 15m or 1h, "
         "got 'soon'"
     )
+
+
+def test_an_alias_bomb_is_a_config_error(cwd: Path) -> None:
+    # Each alias list holds nine of the one before: 9**9 values if it were built.
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    lines += [
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    message = error_of(cwd, "\n".join([*lines, "sources: *i", ""]))
+    assert message == (
+        "feedservice.yaml: expected plain data, got more than 1,000,000 values through aliases"
+    )

@@ -333,7 +333,12 @@ def _read_yaml(text: str) -> tuple[Any, dict[_Loc, int], list[_Problem]]:
         if node is None:
             return {}, lines, problems
         # Index before constructing: the constructor flattens merge keys ("<<") in place.
-        _index_lines(node, (), lines, problems, set())
+        if not _index_lines(node, (), lines, problems, set(), [_MAX_YAML_VALUES]):
+            # aliases of aliases ("billion laughs") would build a structure without end
+            message = (
+                f"expected plain data, got more than {_MAX_YAML_VALUES:,} values through aliases"
+            )
+            return None, {}, [_Problem((), message)]
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -354,14 +359,28 @@ def _read_yaml(text: str) -> tuple[Any, dict[_Loc, int], list[_Problem]]:
     return data, lines, problems
 
 
+# Far above any real config (10,000 sources are about 50,000 values), far below what exhausts
+# memory: the walk below follows aliases, so it counts what the document expands to.
+_MAX_YAML_VALUES = 1_000_000
+
+
 def _index_lines(
-    node: yaml.Node, loc: _Loc, lines: dict[_Loc, int], problems: list[_Problem], seen: set[int]
-) -> None:
-    """Record the 1-based line of every key and item under ``node``; flag duplicate keys."""
+    node: yaml.Node,
+    loc: _Loc,
+    lines: dict[_Loc, int],
+    problems: list[_Problem],
+    seen: set[int],
+    budget: list[int],
+) -> bool:
+    """Record the 1-based line of every key and item under ``node``; flag duplicate keys.
+    False when the document expands to more than ``budget[0]`` values (then stop)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
     lines.setdefault(loc, node.start_mark.line + 1)
     if id(node) in seen:
         problems.append(_Problem(loc, "expected plain data, got an alias to its own ancestor"))
-        return
+        return True
     seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         first_line: dict[str, int] = {}
@@ -382,11 +401,14 @@ def _index_lines(
                 continue
             first_line[key] = key_line
             lines[(*loc, key)] = key_line
-            _index_lines(value_node, (*loc, key), lines, problems, seen)
+            if not _index_lines(value_node, (*loc, key), lines, problems, seen, budget):
+                return False
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines, problems, seen)
+            if not _index_lines(item, (*loc, index), lines, problems, seen, budget):
+                return False
     seen.discard(id(node))
+    return True
 
 
 # --- step 2: ${VAR} interpolation ----------------------------------------------------------------
