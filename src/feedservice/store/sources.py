@@ -180,14 +180,7 @@ class SourcesMixin(StoreBase):
         failures): one query for a whole pass, not one per source (issue 3, warm pass).
         A pass is the only writer of its sources' poll state, so what is read here stays
         true until each source's own poll."""
-        q = select(
-            sources.c.name,
-            sources.c.url,
-            sources.c.etag,
-            sources.c.last_modified,
-            sources.c.body_hash,
-            sources.c.failures,
-        ).where(sources.c.gone.is_(False))
+        q = _POLL_STATE.where(sources.c.gone.is_(False))
         if force:
             q = q.where(
                 or_(
@@ -201,21 +194,14 @@ class SourcesMixin(StoreBase):
         if limit is not None:
             q = q.limit(limit)
         with self._connect(flush=True) as conn:
-            return [
-                PollState(name, url, Validators(etag, last_modified, body_hash), int(failures))
-                for name, url, etag, last_modified, body_hash, failures in conn.execute(q)
-            ]
+            return [_poll_state(row) for row in conn.execute(q)]
 
     @_translated
     def poll_state(self, name: str) -> PollState | None:
         """One source's :class:`PollState` (a poll outside a pass, a failure's count)."""
         with self._connect(flush=name in self._pending_names) as conn:
             row = conn.execute(_POLL_STATE_BY_NAME, {"b_name": name}).first()
-        if row is None:
-            return None
-        return PollState(
-            row.name, row.url, Validators(row.etag, row.last_modified, row.body_hash), row.failures
-        )
+        return _poll_state(row) if row is not None else None
 
     @_translated
     def source_state(self, name: str) -> SourceState | None:
@@ -357,14 +343,26 @@ def _storable(text: str | None) -> str | None:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-_POLL_STATE_BY_NAME = select(
+# what a poll needs of its source (PollState), for a pass (due_polls) or one source
+_POLL_STATE = select(
     sources.c.name,
     sources.c.url,
     sources.c.etag,
     sources.c.last_modified,
     sources.c.body_hash,
     sources.c.failures,
-).where(sources.c.name == bindparam("b_name"))
+)
+_POLL_STATE_BY_NAME = _POLL_STATE.where(sources.c.name == bindparam("b_name"))
+
+
+def _poll_state(row: Row[*tuple[Any, ...]]) -> PollState:
+    return PollState(
+        row.name,
+        row.url,
+        Validators(row.etag, row.last_modified, row.body_hash),
+        int(row.failures),
+    )
+
 
 # sources whose host holds them back (Retry-After) past a time: usually none
 _HELD_SOURCES = (
