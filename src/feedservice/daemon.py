@@ -16,7 +16,7 @@ from feedservice.app import App
 from feedservice.config import Config
 from feedservice.errors import FeedServiceError
 from feedservice.scheduler import build_scheduler
-from feedservice.server import build_web_app
+from feedservice.server import build_web_app, request_logger
 
 log = logging.getLogger("feedservice")
 
@@ -32,7 +32,7 @@ async def run_daemon(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with App(config) as app:
-        runner = web.AppRunner(build_web_app(app), access_log=None)
+        runner = web.AppRunner(build_web_app(app), access_log=None, logger=request_logger())
         await runner.setup()
         svc = config.service
         site = web.TCPSite(runner, svc.listen_host, svc.listen_port)

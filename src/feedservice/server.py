@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import html
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from feedservice import __version__
 from feedservice.app import App
@@ -32,6 +34,30 @@ CONTENT_TYPES = {
 FORMAT_LABELS = {"atom": "Atom", "rss": "RSS", "json": "JSON Feed"}
 _FEED_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 APP_KEY = web.AppKey("feedservice_app", App)
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's report of a request it could not parse (an ERROR with a traceback for
+    every port scanner or broken client) into one WARNING line naming the client and what was
+    wrong; errors in our own handlers keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            what = record.getMessage()
+            record.msg = "%s: %s %s"
+            record.args = (what, exc.code, " ".join(exc.message.split())[:200])
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def request_logger() -> logging.Logger:
+    """The logger to give aiohttp's request handler (``AppRunner(..., logger=...)``)."""
+    logger = logging.getLogger("feedservice.server")
+    if not any(isinstance(f, _MalformedRequestFilter) for f in logger.filters):
+        logger.addFilter(_MalformedRequestFilter())
+    return logger
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -129,8 +130,16 @@ def test_daemon_serves_updates_and_stops_cleanly(tmp_path: Path) -> None:
         page = daemon.get(second.link.removeprefix(daemon.base))
         assert page.status == 200 and b"<em>world</em>" in page.body
 
+        # a request the server cannot parse costs one warning line, not a traceback
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+            assert sock.recv(64).startswith(b"HTTP/1.0 400")
+
         code, seconds = daemon.stop(signal.SIGTERM)
         assert code == 0 and seconds < 10
+        warned = [line for line in daemon.log().splitlines() if "Content-Length" in line]
+        assert len(warned) == 1 and "WARNING feedservice.server" in warned[0], daemon.log()
+        assert "400" in warned[0] and "Traceback" not in daemon.log()
     finally:
         daemon.kill()
 
