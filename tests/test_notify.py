@@ -471,6 +471,75 @@ async def test_webhook_label_and_errors_hide_url_secrets(session: aiohttp.Client
     assert "s3cret" not in str(info.value)
 
 
+@dataclass
+class RawReceiver:
+    """A loopback HTTP server that answers every request with ``reply``, byte for byte (odd
+    headers that aiohttp's own server would refuse to send)."""
+
+    url: str
+    reply: bytes = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+    requests: int = 0
+
+
+@pytest.fixture
+async def raw_receiver() -> AsyncIterator[RawReceiver]:
+    rec = RawReceiver(url="")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        rec.requests += 1
+        writer.write(rec.reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    rec.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        yield rec
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+WEEK = 7 * 24 * 3600.0
+SERVER_DATE = b"Thu, 26 Nov 2026 12:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("headers", "retry_after"),
+    [
+        (b"Retry-After: " + b"9" * 400, WEEK),  # float("9" * 400) is inf
+        (b"Retry-After: 99999999999", WEEK),  # past year 9999 from now
+        (b"Retry-After: 999999999999999", WEEK),
+        (b"Retry-After: Fri, 31 Dec 9999 23:59:59 GMT\r\nDate: " + SERVER_DATE, WEEK),
+        (b"Retry-After: Thu, 26 Nov 2026 12:02:00 GMT", 120.0),  # no Date: the clock
+        ("Retry-After: \u00b2".encode(), None),  # "²".isdigit() is True, float("²") fails
+        (b"Retry-After: \xff", None),
+        (b"Retry-After: -1", None),
+    ],
+)
+async def test_webhook_retry_after_is_bounded_and_odd_values_are_ignored(
+    raw_receiver: RawReceiver,
+    session: aiohttp.ClientSession,
+    headers: bytes,
+    retry_after: float | None,
+) -> None:
+    # Found by fuzzing: an unbounded value overflowed the outbox's next-attempt time and
+    # crashed the pass; "²" raised ValueError and dropped the notification as permanent.
+    raw_receiver.reply = b"HTTP/1.1 503 Busy\r\n" + headers + b"\r\nContent-Length: 0\r\n\r\n"
+    clock = lambda: datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # noqa: E731
+    notifier = WebhookNotifier(raw_receiver.url, session, clock=clock)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert info.value.retry_after == retry_after
+
+
 # --- email ---------------------------------------------------------------------------------------
 
 
