@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
@@ -836,6 +836,82 @@ def test_email_tls_settings_are_checked_at_build(tmp_path: Path) -> None:
     for ca_file in (not_pem, tmp_path / "missing.pem"):
         with pytest.raises(ConfigError, match="ca_file"):
             EmailNotifier("desk@example.org", SmtpConfig(tls=True, ca_file=ca_file))
+
+
+class ScriptedSmtp:
+    """A loopback SMTP server answering from a script; ``slow_greeting`` sends the greeting
+    one byte per 50 ms (a tarpit), ``quit_reply`` is the answer to QUIT."""
+
+    def __init__(self, *, slow_greeting: bool = False, quit_reply: bytes = b"221 bye") -> None:
+        self.slow_greeting = slow_greeting
+        self.quit_reply = quit_reply
+        self.accepted: list[bytes] = []
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            greeting = b"220 " + b"slow " * 60 + b"\r\n" if self.slow_greeting else b"220 hi\r\n"
+            step = 1 if self.slow_greeting else len(greeting)
+            for i in range(0, len(greeting), step):
+                writer.write(greeting[i : i + step])
+                await writer.drain()
+                if self.slow_greeting:
+                    await asyncio.sleep(0.05)
+            message: list[bytes] = []
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    writer.write(b"354 go on\r\n")
+                    while (body := await reader.readline()) not in (b".\r\n", b""):
+                        message.append(body)
+                    self.accepted.append(b"".join(message))
+                    writer.write(b"250 queued\r\n")
+                elif verb == b"QUIT":
+                    writer.write(self.quit_reply + b"\r\n")
+                    await writer.drain()
+                    break
+                else:
+                    writer.write(b"250 ok\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def scripted_smtp(script: ScriptedSmtp) -> AsyncIterator[ScriptedSmtp]:
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0)
+    script.port = server.sockets[0].getsockname()[1]
+    try:
+        yield script
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_email_a_tarpit_server_is_given_up_at_the_timeout() -> None:
+    # Found by fuzzing: smtplib's timeout bounds each read, so a greeting trickled byte by
+    # byte held the send (the pass, a graceful shutdown) for as long as the server liked.
+    async with scripted_smtp(ScriptedSmtp(slow_greeting=True)) as server:
+        notifier = EmailNotifier("desk@example.org", replace(smtp_config(server.port), timeout=1))
+        with pytest.raises(NotifyError) as info:
+            await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert "not done within 1 s" in str(info.value)
+    assert server.accepted == []
+
+
+@pytest.mark.parametrize("quit_reply", [b"500 what", b"421 closing", b"garbage"])
+async def test_email_taken_by_the_server_is_delivered_whatever_it_answers_to_quit(
+    quit_reply: bytes,
+) -> None:
+    # Found by fuzzing: a 5xx answer to QUIT after "250 queued" dropped the notification as a
+    # permanent failure, a 4xx one sent it again.
+    async with scripted_smtp(ScriptedSmtp(quit_reply=quit_reply)) as server:
+        notifier = EmailNotifier("desk@example.org", smtp_config(server.port))
+        await notifier.send(make_notification())
+    assert len(server.accepted) == 1
 
 
 async def test_email_server_down_is_transient() -> None:
