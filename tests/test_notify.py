@@ -540,6 +540,30 @@ async def test_webhook_retry_after_is_bounded_and_odd_values_are_ignored(
     assert info.value.retry_after == retry_after
 
 
+async def test_webhook_errors_about_malformed_answers_hide_url_secrets(
+    raw_receiver: RawReceiver, session: aiohttp.ClientSession
+) -> None:
+    # Found by fuzzing: aiohttp's ClientResponseError (a bad status line, a bare CR, too
+    # many headers) ends its text with the full URL, token and all.
+    raw_receiver.reply = b"HTTP/1.1 200 \r\r\nContent-Length: 0\r\n\r\n"
+    notifier = WebhookNotifier(f"{raw_receiver.url}/T000/s3cret?token=s3cret", session)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert "ClientResponseError: 400" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_webhook_url_aiohttp_rejects_is_permanent_and_not_shown(
+    session: aiohttp.ClientSession,
+) -> None:
+    notifier = WebhookNotifier("http://127.0.0.1:99999/T000/s3cret", session)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is True
+    assert "s3cret" not in str(info.value)
+
+
 # --- email ---------------------------------------------------------------------------------------
 
 

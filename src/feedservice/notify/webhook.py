@@ -146,8 +146,9 @@ class WebhookNotifier:
                     resp.headers.get("Retry-After"), resp.headers.get("Date"), self._clock()
                 )
         except aiohttp.InvalidURL as exc:
+            # Not the URL itself (it is all that str(exc) holds): its path may be a token.
             raise NotifyError(
-                f"POST {where}: invalid URL ({exc})", channel=self.channel, permanent=True
+                f"POST {where}: aiohttp rejects the URL", channel=self.channel, permanent=True
             ) from exc
         except TimeoutError as exc:  # aiohttp's timeouts subclass TimeoutError (3.11+)
             raise NotifyError(
@@ -157,8 +158,15 @@ class WebhookNotifier:
         except (aiohttp.ClientError, OSError) as exc:
             # Connection refused/reset, DNS failure, TLS failure, a malformed answer: the
             # receiver may be down or restarting, so let the outbox try again later.
+            # A ClientResponseError's text ends with the full URL; its path or query may be
+            # the receiver's token, so only the status and the parser's complaint are kept.
+            text = (
+                f"{exc.status}, {exc.message}"
+                if isinstance(exc, aiohttp.ClientResponseError)
+                else str(exc)
+            )
             raise NotifyError(
-                f"POST {where}: {type(exc).__name__}: {exc}", channel=self.channel
+                f"POST {where}: {type(exc).__name__}: {text}", channel=self.channel
             ) from exc
 
         detail = f"POST {where}: HTTP {status}"
