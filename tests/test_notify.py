@@ -1070,6 +1070,16 @@ async def test_command_missing_executable_is_permanent(tmp_path: Path) -> None:
     assert "no-such-program" in str(info.value)
 
 
+async def test_command_arguments_too_long_for_the_os_are_permanent() -> None:
+    # Found by fuzzing: a 200,000-character title made execve fail with E2BIG, taken as
+    # transient, so the same doomed command was retried every ten minutes for ever.
+    n = make_notification(title="x" * 200_000)
+    with pytest.raises(NotifyError) as info:
+        await CommandNotifier((shutil.which("true") or "true", "{title}")).send(n)
+    assert info.value.permanent is True
+    assert "arguments too long" in str(info.value)
+
+
 async def test_command_not_executable_is_permanent(tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
