@@ -279,12 +279,15 @@ class App:
                 self._published_since_open = True
             pending, backlog_matched = self._begin_monitor_pass()
             state = _PassState(pending_watches=pending, backlog_watches=backlog_matched)
-            reports = await self.poll_many(due, state)
-            self._flush(state, final=True, publish_all=publish_all)
-            self._end_monitor_pass(state)
-            # poll records are buffered for speed; a pass ends with them on disk, where
-            # `feedservice status` in another process reads them
-            self.store.flush()
+            try:
+                reports = await self.poll_many(due, state)
+            except asyncio.CancelledError:
+                # Shutting down mid-pass: the entries the finished polls stored must still
+                # reach the monitor and the feeds. After a restart they are no longer new,
+                # so they would never be matched. This is all synchronous: it completes.
+                self._finish_polling(state, publish_all=publish_all)
+                raise
+            self._finish_polling(state, publish_all=publish_all)
             notified = await self.deliver_notifications()
             return PassReport(
                 polled=tuple(reports),
@@ -295,6 +298,13 @@ class App:
                 notified=notified,
                 errors=tuple(state.errors),
             )
+
+    def _finish_polling(self, state: _PassState, *, publish_all: bool) -> None:
+        self._flush(state, final=True, publish_all=publish_all)
+        self._end_monitor_pass(state)
+        # poll records are buffered for speed; a pass ends with them on disk, where
+        # `feedservice status` in another process reads them
+        self.store.flush()
 
     async def poll_many(
         self, due: Sequence[str | PollState], state: _PassState | None = None
