@@ -21,6 +21,7 @@ from feedservice.server import build_web_app
 log = logging.getLogger("feedservice")
 
 SHUTDOWN_GRACE = 8.0  # seconds to finish in-flight work on SIGTERM (we promise exit within 10 s)
+CANCEL_GRACE = 1.5  # seconds for a pass cancelled after the grace to record what it did
 
 
 async def run_daemon(config: Config) -> int:
@@ -51,10 +52,17 @@ async def run_daemon(config: Config) -> int:
         scheduler.start()
         await stop.wait()
         log.info("shutting down: finishing in-flight work")
+        # Paused, not shut down: APScheduler's shutdown cancels the running job at once, so
+        # a delivery one second from its answer would be cut off and sent again after the
+        # restart. The pass gets the grace period; only then is it cancelled (it still
+        # monitors and publishes what it stored, see App.run_pass).
+        scheduler.pause()
+        finished = await app.drain(SHUTDOWN_GRACE)
         scheduler.shutdown(wait=False)
-        if not await app.drain(SHUTDOWN_GRACE):
+        if not finished:
             log.warning(
                 "in-flight work did not finish within %.0fs; stopping anyway", SHUTDOWN_GRACE
             )
+            await app.drain(CANCEL_GRACE)  # the cancelled pass finishes its bookkeeping
         await runner.cleanup()
     return 0

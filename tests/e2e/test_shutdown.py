@@ -113,7 +113,9 @@ watches:
         state.follow_up = True
         assert state.hanging.wait(20), daemon.log()
         time.sleep(1)  # the wire's answer is parsed and stored meanwhile
-        code, _ = daemon.stop(signal.SIGTERM)
+        # the pass outlives the grace period and is cancelled; this test is about what is
+        # kept, not how fast (test_daemon checks the exit time)
+        code, _ = daemon.stop(signal.SIGTERM, timeout=30)
         assert code == 0, daemon.log()
     finally:
         daemon.kill()
@@ -128,3 +130,88 @@ watches:
     finally:
         again.kill()
     assert FOLLOW_UP_ITEM[1].encode() in reply.body, again.log()
+
+
+class SlowHook:
+    """A webhook receiver that takes two seconds to acknowledge."""
+
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+        self.arrived = threading.Event()
+
+
+@pytest.fixture
+def slow_hook() -> Iterator[tuple[SlowHook, str]]:
+    state = SlowHook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            state.attempts.append(self.headers["Idempotency-Key"])
+            state.arrived.set()
+            time.sleep(2)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def test_sigterm_during_a_delivery_lets_it_finish_and_it_is_not_sent_again(
+    tmp_path: Path, slow_hook: tuple[SlowHook, str]
+) -> None:
+    # Found by a signal test: the scheduler's shutdown cancelled the pass at once, so the
+    # grace period never applied; a delivery two seconds from its acknowledgement was cut
+    # off and, after the restart, sent again.
+    state, url = slow_hook
+    port = free_port()
+    (tmp_path / "story.txt").write_text(STORY)
+    (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM]))
+    config = tmp_path / "feedservice.yaml"
+    config.write_text(
+        f"""
+service:
+  base_url: http://127.0.0.1:{port}/
+  listen: 127.0.0.1:{port}
+  feeds_dir: feeds
+  data_dir: var
+  dispatch_every: 0.3s
+fetch:
+  min_interval: 1s
+sources:
+  - name: wire
+    url: wire.xml
+    interval: 1s
+watches:
+  - name: hq
+    story: story.txt
+    notify:
+      - webhook: {url}
+"""
+    )
+    daemon = Daemon(config, port, tmp_path).start()
+    try:
+        daemon.wait_for("hq.json", lambda r: r.status == 200)  # the watch's backlog pass is done
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        assert state.arrived.wait(20), daemon.log()
+        code, _ = daemon.stop(signal.SIGTERM)
+        assert code == 0, daemon.log()
+    finally:
+        daemon.kill()
+
+    again = Daemon(config, port, tmp_path).start()
+    try:
+        time.sleep(2)  # several dispatch ticks: a due notification would be sent by now
+        code, _ = again.stop(signal.SIGTERM)
+        assert code == 0
+    finally:
+        again.kill()
+    assert len(state.attempts) == 1, again.log()
