@@ -6,7 +6,9 @@ grace, so the pass is still polling when the signal arrives.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -215,3 +217,84 @@ watches:
     finally:
         again.kill()
     assert len(state.attempts) == 1, again.log()
+
+
+@pytest.fixture
+def stuck_smtp() -> Iterator[tuple[threading.Event, int]]:
+    """An SMTP server that takes the message and then never answers; the event is set when
+    the message has arrived."""
+    arrived = threading.Event()
+    release = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def converse(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 hi\r\n")
+            while line := lines.readline():
+                if line[:4].upper() == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    while lines.readline() not in (b".\r\n", b""):
+                        pass
+                    arrived.set()
+                    release.wait(60)
+                    return
+                conn.sendall(b"250 ok\r\n")
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(target=converse, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield arrived, listener.getsockname()[1]
+    release.set()
+    listener.close()
+
+
+def test_sigterm_during_a_stuck_email_exits_within_ten_seconds(
+    tmp_path: Path, stuck_smtp: tuple[threading.Event, int]
+) -> None:
+    # Found by a signal test: the cancelled send left smtplib blocked in a worker thread,
+    # and the interpreter waited for it at exit until the SMTP timeout (30 s).
+    arrived, smtp_port = stuck_smtp
+    port = free_port()
+    (tmp_path / "story.txt").write_text(STORY)
+    (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM]))
+    config = tmp_path / "feedservice.yaml"
+    config.write_text(
+        f"""
+service:
+  base_url: http://127.0.0.1:{port}/
+  listen: 127.0.0.1:{port}
+  feeds_dir: feeds
+  data_dir: var
+  dispatch_every: 0.3s
+fetch:
+  min_interval: 1s
+smtp:
+  host: 127.0.0.1
+  port: {smtp_port}
+  from: feeds@example.org
+sources:
+  - name: wire
+    url: wire.xml
+    interval: 1s
+watches:
+  - name: hq
+    story: story.txt
+    notify:
+      - email: desk@example.org
+"""
+    )
+    daemon = Daemon(config, port, tmp_path).start()
+    try:
+        daemon.wait_for("hq.json", lambda r: r.status == 200)  # the watch's backlog pass is done
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        assert arrived.wait(20), daemon.log()
+        code, _ = daemon.stop(signal.SIGTERM)  # raises when the daemon is not gone in 10 s
+        assert code == 0, daemon.log()
+    finally:
+        daemon.kill()

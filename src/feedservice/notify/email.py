@@ -156,13 +156,9 @@ class EmailNotifier:
         server has accepted the message, the answer to QUIT no longer matters.
         """
         msg = build_message(n, sender=self._smtp.sender, recipient=self.address, date=self._clock())
-        await asyncio.to_thread(self._deliver, msg)
-
-    def _deliver(self, msg: EmailMessage) -> None:
         cfg = self._smtp
-        where = f"SMTP {cfg.host}:{cfg.port} to {self.address}"
-        # Not connected yet: connect() reads the greeting, and the watchdog must be watching
-        # by then.
+        # Not connected yet (no I/O here): connect() reads the greeting, and the watchdog
+        # must be watching by then.
         client = (
             smtplib.SMTP_SSL(timeout=cfg.timeout, context=self._tls_context)
             if cfg.tls
@@ -172,6 +168,17 @@ class EmailNotifier:
         # byte a second (a tarpit) would hold this thread, the pass and a graceful shutdown
         # for as long as it liked. The watchdog shuts the socket down at the deadline.
         watchdog = _Watchdog(client, cfg.timeout)
+        try:
+            await asyncio.to_thread(self._deliver, client, watchdog, msg)
+        except asyncio.CancelledError:
+            # The daemon is stopping: end the conversation now, or the interpreter waits
+            # for this thread at exit until the deadline, past the promised 10 s.
+            watchdog.fire()
+            raise
+
+    def _deliver(self, client: smtplib.SMTP, watchdog: _Watchdog, msg: EmailMessage) -> None:
+        cfg = self._smtp
+        where = f"SMTP {cfg.host}:{cfg.port} to {self.address}"
         try:
             self._converse(client, msg, where)
         except NotifyError as exc:
@@ -241,7 +248,8 @@ class EmailNotifier:
 
 
 class _Watchdog:
-    """Shut ``client``'s socket down ``seconds`` from now unless cancelled first.
+    """Shut ``client``'s socket down ``seconds`` from now, or at :meth:`fire`, unless
+    cancelled first.
 
     A read blocked on a socket that another thread shuts down returns at once, so the
     conversation ends with an error; ``fired`` tells the caller that the deadline did it.
@@ -250,15 +258,18 @@ class _Watchdog:
     def __init__(self, client: smtplib.SMTP, seconds: float) -> None:
         self.fired = False
         self._client = client
+        self._wake = threading.Event()
         self._done = threading.Event()
         threading.Thread(target=self._watch, args=(seconds,), daemon=True).start()
 
     def _watch(self, seconds: float) -> None:
-        if self._done.wait(seconds):
+        self._wake.wait(seconds)
+        if self._done.is_set():
             return
         self.fired = True
-        # Until connect() has made the socket (its own timeout bounds that), look again.
-        while not self._done.is_set():
+        # Until connect() has made the socket, look again; connect's own timeout bounds
+        # that wait (and the conversation may never start when cancelled early).
+        for _ in range(int(seconds / 0.05) + 1):
             sock = getattr(self._client, "sock", None)
             if sock is not None:
                 # socket.socket's shutdown, not SSLSocket's, which also drops the TLS state
@@ -266,7 +277,12 @@ class _Watchdog:
                 with contextlib.suppress(OSError):
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
                 return
-            self._done.wait(0.05)
+            if self._done.wait(0.05):
+                return
+
+    def fire(self) -> None:
+        self._wake.set()
 
     def cancel(self) -> None:
         self._done.set()
+        self._wake.set()
