@@ -1,6 +1,6 @@
 """``feedservice run``: the HTTP server and the scheduler around one App, until a signal.
 
-SIGTERM / SIGINT stop the scheduler, let the pass in flight finish (at most
+SIGTERM / SIGINT / SIGHUP stop the scheduler, let the pass in flight finish (at most
 SHUTDOWN_GRACE seconds) and close everything, so the process exits 0 within 10 s.
 """
 
@@ -25,12 +25,14 @@ CANCEL_GRACE = 1.5  # seconds for a pass cancelled after the grace to record wha
 
 
 async def run_daemon(config: Config) -> int:
-    """Serve and poll until SIGTERM or SIGINT; returns the exit code (0).
+    """Serve and poll until SIGTERM, SIGINT or SIGHUP; returns the exit code (0).
 
     Raises FeedServiceError when the store cannot be opened or the port is taken."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP too (a closed terminal, a log rotation script): its default action kills the
+    # process on the spot, cutting a pass off without the grace period below.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     async with App(config) as app:
         runner = web.AppRunner(build_web_app(app), access_log=None)

@@ -298,3 +298,32 @@ watches:
         assert code == 0, daemon.log()
     finally:
         daemon.kill()
+
+
+def test_sighup_stops_the_daemon_gracefully(tmp_path: Path) -> None:
+    # Found by a signal test: SIGHUP (a closed terminal, a log rotation script) was not
+    # handled, so its default action killed the daemon mid-pass (exit status -1).
+    port = free_port()
+    (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM]))
+    config = tmp_path / "feedservice.yaml"
+    config.write_text(
+        f"""
+service:
+  base_url: http://127.0.0.1:{port}/
+  listen: 127.0.0.1:{port}
+  feeds_dir: feeds
+  data_dir: var
+sources:
+  - name: wire
+    url: wire.xml
+    interval: 1m
+"""
+    )
+    daemon = Daemon(config, port, tmp_path).start()
+    try:
+        time.sleep(1)  # the first pass is done
+        code, _ = daemon.stop(signal.SIGHUP)
+    finally:
+        daemon.kill()
+    assert code == 0, daemon.log()
+    assert "shutting down" in daemon.log()
