@@ -323,9 +323,13 @@ async def test_bundled_sample_article_entry(tmp_path: Path) -> None:
         assert entry is not None and entry.title == item["title"]
 
 
-async def test_a_bad_watch_query_stops_start_up_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "query",
+    ['"joint headquarters AND', "(" * 1000 + "joint" + ")" * 1000],  # deep: was RecursionError
+)
+async def test_a_bad_watch_query_stops_start_up_cleanly(tmp_path: Path, query: str) -> None:
     config = watch_config(tmp_path, ())
-    bad = replace(config.watches[0], query='"joint headquarters AND')
+    bad = replace(config.watches[0], query=query)
     with pytest.raises(ConfigError, match=r"watches\[0\]\.query"):
         async with App(replace(config, watches=(bad,)), clock=Clock()):
             pass
