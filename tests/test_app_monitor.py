@@ -20,10 +20,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
 
-from feedservice.app import App
+from feedservice.app import App, target_key
 from feedservice.config import Config, SmtpConfig, load_config
 from feedservice.errors import ConfigError
 from feedservice.model import NotifyTarget, Watch
+from feedservice.notify import Notification, notification_key
 from tests.clock import Clock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,9 +324,52 @@ async def test_bundled_sample_article_entry(tmp_path: Path) -> None:
         assert entry is not None and entry.title == item["title"]
 
 
-async def test_a_bad_watch_query_stops_start_up_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "query",
+    ['"joint headquarters AND', "(" * 1000 + "joint" + ")" * 1000],  # deep: was RecursionError
+)
+async def test_a_bad_watch_query_stops_start_up_cleanly(tmp_path: Path, query: str) -> None:
     config = watch_config(tmp_path, ())
-    bad = replace(config.watches[0], query='"joint headquarters AND')
+    bad = replace(config.watches[0], query=query)
     with pytest.raises(ConfigError, match=r"watches\[0\]\.query"):
         async with App(replace(config, watches=(bad,)), clock=Clock()):
             pass
+
+
+@pytest.mark.slow
+async def test_a_hanging_receiver_holds_the_pass_for_one_timeout_not_one_per_item(
+    tmp_path: Path,
+) -> None:
+    # Found by fuzzing the outbox: 100 queued notifications to a receiver that accepts the
+    # connection and never answers held the pass (and so all polling) for 100 / 8 x 10 s;
+    # now the first transient failure defers the target's other items to their next retry.
+    requests = 0
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        requests += 1
+        try:
+            await reader.read()  # until the client gives up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    target = NotifyTarget("webhook", url)
+    config = watch_config(tmp_path, (target,))
+    clock = Clock()
+    try:
+        async with App(config, clock=clock) as app:
+            for i in range(30):
+                n = Notification(
+                    watch="hq", watch_title="HQ", entry_id=f"e{i}", title=f"T{i}", link=None,
+                    source="wire", score=0.5, reasons=(), published=clock(),
+                    key=notification_key("hq", f"e{i}"),
+                )  # fmt: skip
+                app.store.enqueue(n.key, [target_key(target)], n.to_json(), now=clock())
+            assert await app.deliver_notifications() == 0
+            assert app.store.outbox_counts() == {"pending": 30, "delivered": 0, "failed": 0}
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert requests <= 8  # the ones already in flight together, then no more

@@ -117,6 +117,9 @@ def test_anchors_cover_every_match() -> None:
         ("title:(japan)", 7, "title: needs a word"),
         ('""', 1, "empty phrase"),
         ("japan AND )", 11, "before ')'"),
+        # found by fuzzing: a thousand levels raised RecursionError, not a QueryError
+        ("(" * 1000 + "japan" + ")" * 1000, 65, "nested more than 64 levels"),
+        ("NOT " * 1000 + "japan", 257, "nested more than 64 levels"),
     ],
 )
 def test_syntax_errors_name_the_column(query: str, column: int, fragment: str) -> None:
@@ -127,6 +130,12 @@ def test_syntax_errors_name_the_column(query: str, column: int, fragment: str) -
     assert err.watch == "japan-us-hq"
     assert fragment in str(err)
     assert str(err).startswith(f"watch 'japan-us-hq': query column {column}: ")
+
+
+def test_nesting_up_to_the_limit_parses_and_matches() -> None:
+    query = parse_query("(" * 64 + "japan" + ")" * 64)
+    assert query.matches(QueryDoc.build("Japan", "", "wire"))
+    assert parse_query("NOT " * 64 + "japan").matches(QueryDoc.build("Japan", "", "wire"))
 
 
 def test_query_error_is_a_value_error() -> None:

@@ -671,3 +671,24 @@ def test_near_repeat_with_dashes_decided_as_block_similarity_decides() -> None:
         near = block_similarity(a, other) >= NEAR_DUPLICATE_THRESHOLD
         assert dedupe_blocks([a, other]) == [True, not near]
     assert block_similarity(a, c) >= NEAR_DUPLICATE_THRESHOLD  # the fold must hold here
+
+
+class _CountingText(str):
+    """A str that counts substring searches over itself (``word in text``)."""
+
+    searches = 0
+
+    def __contains__(self, part: object) -> bool:
+        type(self).searches += 1
+        return super().__contains__(part)  # type: ignore[operator]
+
+
+def test_entity_scan_searches_the_whole_text_a_bounded_number_of_times() -> None:
+    # Found by fuzzing hostile items: every sentence-initial capitalised word searched the
+    # whole text for its lower-case form, so a 1 MB paragraph of "Japan ... ." sentences
+    # cost 24 s of CPU (quadratic) and held the pass. Counted, not timed: the searches are
+    # the quadratic part; the answers must not change.
+    plain = "Japan joint headquarters. Korea said so. " * 5000 + "Tokyo Japan Korea met."
+    text = _CountingText(plain)
+    assert extract_entities(text) == extract_entities(plain)
+    assert _CountingText.searches <= 8

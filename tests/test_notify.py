@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
@@ -471,6 +471,99 @@ async def test_webhook_label_and_errors_hide_url_secrets(session: aiohttp.Client
     assert "s3cret" not in str(info.value)
 
 
+@dataclass
+class RawReceiver:
+    """A loopback HTTP server that answers every request with ``reply``, byte for byte (odd
+    headers that aiohttp's own server would refuse to send)."""
+
+    url: str
+    reply: bytes = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+    requests: int = 0
+
+
+@pytest.fixture
+async def raw_receiver() -> AsyncIterator[RawReceiver]:
+    rec = RawReceiver(url="")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        rec.requests += 1
+        writer.write(rec.reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    rec.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        yield rec
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+WEEK = 7 * 24 * 3600.0
+SERVER_DATE = b"Thu, 26 Nov 2026 12:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("headers", "retry_after"),
+    [
+        (b"Retry-After: " + b"9" * 400, WEEK),  # float("9" * 400) is inf
+        (b"Retry-After: 99999999999", WEEK),  # past year 9999 from now
+        (b"Retry-After: 999999999999999", WEEK),
+        (b"Retry-After: Fri, 31 Dec 9999 23:59:59 GMT\r\nDate: " + SERVER_DATE, WEEK),
+        (b"Retry-After: Thu, 26 Nov 2026 12:02:00 GMT", 120.0),  # no Date: the clock
+        ("Retry-After: \u00b2".encode(), None),  # "²".isdigit() is True, float("²") fails
+        (b"Retry-After: \xff", None),
+        (b"Retry-After: -1", None),
+    ],
+)
+async def test_webhook_retry_after_is_bounded_and_odd_values_are_ignored(
+    raw_receiver: RawReceiver,
+    session: aiohttp.ClientSession,
+    headers: bytes,
+    retry_after: float | None,
+) -> None:
+    # Found by fuzzing: an unbounded value overflowed the outbox's next-attempt time and
+    # crashed the pass; "²" raised ValueError and dropped the notification as permanent.
+    raw_receiver.reply = b"HTTP/1.1 503 Busy\r\n" + headers + b"\r\nContent-Length: 0\r\n\r\n"
+    clock = lambda: datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # noqa: E731
+    notifier = WebhookNotifier(raw_receiver.url, session, clock=clock)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert info.value.retry_after == retry_after
+
+
+async def test_webhook_errors_about_malformed_answers_hide_url_secrets(
+    raw_receiver: RawReceiver, session: aiohttp.ClientSession
+) -> None:
+    # Found by fuzzing: aiohttp's ClientResponseError (a bad status line, a bare CR, too
+    # many headers) ends its text with the full URL, token and all.
+    raw_receiver.reply = b"HTTP/1.1 200 \r\r\nContent-Length: 0\r\n\r\n"
+    notifier = WebhookNotifier(f"{raw_receiver.url}/T000/s3cret?token=s3cret", session)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert "ClientResponseError: 400" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_webhook_url_aiohttp_rejects_is_permanent_and_not_shown(
+    session: aiohttp.ClientSession,
+) -> None:
+    notifier = WebhookNotifier("http://127.0.0.1:99999/T000/s3cret", session)
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(make_notification())
+    assert info.value.permanent is True
+    assert "s3cret" not in str(info.value)
+
+
 # --- email ---------------------------------------------------------------------------------------
 
 
@@ -769,6 +862,82 @@ def test_email_tls_settings_are_checked_at_build(tmp_path: Path) -> None:
             EmailNotifier("desk@example.org", SmtpConfig(tls=True, ca_file=ca_file))
 
 
+class ScriptedSmtp:
+    """A loopback SMTP server answering from a script; ``slow_greeting`` sends the greeting
+    one byte per 50 ms (a tarpit), ``quit_reply`` is the answer to QUIT."""
+
+    def __init__(self, *, slow_greeting: bool = False, quit_reply: bytes = b"221 bye") -> None:
+        self.slow_greeting = slow_greeting
+        self.quit_reply = quit_reply
+        self.accepted: list[bytes] = []
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            greeting = b"220 " + b"slow " * 60 + b"\r\n" if self.slow_greeting else b"220 hi\r\n"
+            step = 1 if self.slow_greeting else len(greeting)
+            for i in range(0, len(greeting), step):
+                writer.write(greeting[i : i + step])
+                await writer.drain()
+                if self.slow_greeting:
+                    await asyncio.sleep(0.05)
+            message: list[bytes] = []
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    writer.write(b"354 go on\r\n")
+                    while (body := await reader.readline()) not in (b".\r\n", b""):
+                        message.append(body)
+                    self.accepted.append(b"".join(message))
+                    writer.write(b"250 queued\r\n")
+                elif verb == b"QUIT":
+                    writer.write(self.quit_reply + b"\r\n")
+                    await writer.drain()
+                    break
+                else:
+                    writer.write(b"250 ok\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def scripted_smtp(script: ScriptedSmtp) -> AsyncIterator[ScriptedSmtp]:
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0)
+    script.port = server.sockets[0].getsockname()[1]
+    try:
+        yield script
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_email_a_tarpit_server_is_given_up_at_the_timeout() -> None:
+    # Found by fuzzing: smtplib's timeout bounds each read, so a greeting trickled byte by
+    # byte held the send (the pass, a graceful shutdown) for as long as the server liked.
+    async with scripted_smtp(ScriptedSmtp(slow_greeting=True)) as server:
+        notifier = EmailNotifier("desk@example.org", replace(smtp_config(server.port), timeout=1))
+        with pytest.raises(NotifyError) as info:
+            await notifier.send(make_notification())
+    assert info.value.permanent is False
+    assert "not done within 1 s" in str(info.value)
+    assert server.accepted == []
+
+
+@pytest.mark.parametrize("quit_reply", [b"500 what", b"421 closing", b"garbage"])
+async def test_email_taken_by_the_server_is_delivered_whatever_it_answers_to_quit(
+    quit_reply: bytes,
+) -> None:
+    # Found by fuzzing: a 5xx answer to QUIT after "250 queued" dropped the notification as a
+    # permanent failure, a 4xx one sent it again.
+    async with scripted_smtp(ScriptedSmtp(quit_reply=quit_reply)) as server:
+        notifier = EmailNotifier("desk@example.org", smtp_config(server.port))
+        await notifier.send(make_notification())
+    assert len(server.accepted) == 1
+
+
 async def test_email_server_down_is_transient() -> None:
     notifier = EmailNotifier("desk@example.org", smtp_config(free_closed_port()))
     with pytest.raises(NotifyError) as info:
@@ -899,6 +1068,16 @@ async def test_command_missing_executable_is_permanent(tmp_path: Path) -> None:
         )
     assert info.value.permanent is True
     assert "no-such-program" in str(info.value)
+
+
+async def test_command_arguments_too_long_for_the_os_are_permanent() -> None:
+    # Found by fuzzing: a 200,000-character title made execve fail with E2BIG, taken as
+    # transient, so the same doomed command was retried every ten minutes for ever.
+    n = make_notification(title="x" * 200_000)
+    with pytest.raises(NotifyError) as info:
+        await CommandNotifier((shutil.which("true") or "true", "{title}")).send(n)
+    assert info.value.permanent is True
+    assert "arguments too long" in str(info.value)
 
 
 async def test_command_not_executable_is_permanent(tmp_path: Path) -> None:

@@ -279,12 +279,15 @@ class App:
                 self._published_since_open = True
             pending, backlog_matched = self._begin_monitor_pass()
             state = _PassState(pending_watches=pending, backlog_watches=backlog_matched)
-            reports = await self.poll_many(due, state)
-            self._flush(state, final=True, publish_all=publish_all)
-            self._end_monitor_pass(state)
-            # poll records are buffered for speed; a pass ends with them on disk, where
-            # `feedservice status` in another process reads them
-            self.store.flush()
+            try:
+                reports = await self.poll_many(due, state)
+            except asyncio.CancelledError:
+                # Shutting down mid-pass: the entries the finished polls stored must still
+                # reach the monitor and the feeds. After a restart they are no longer new,
+                # so they would never be matched. This is all synchronous: it completes.
+                self._finish_polling(state, publish_all=publish_all)
+                raise
+            self._finish_polling(state, publish_all=publish_all)
             notified = await self.deliver_notifications()
             return PassReport(
                 polled=tuple(reports),
@@ -295,6 +298,13 @@ class App:
                 notified=notified,
                 errors=tuple(state.errors),
             )
+
+    def _finish_polling(self, state: _PassState, *, publish_all: bool) -> None:
+        self._flush(state, final=True, publish_all=publish_all)
+        self._end_monitor_pass(state)
+        # poll records are buffered for speed; a pass ends with them on disk, where
+        # `feedservice status` in another process reads them
+        self.store.flush()
 
     async def poll_many(
         self, due: Sequence[str | PollState], state: _PassState | None = None
@@ -728,6 +738,10 @@ class App:
         if not items:
             return 0
         limit = asyncio.Semaphore(8)
+        # Targets that failed transiently in this pass: their other items wait for the next
+        # retry instead of each waiting for the timeout again. A receiver that hangs would
+        # otherwise hold the pass (and so all polling) for 100 items / 8 at a time x 10 s.
+        down: dict[str, str] = {}
 
         async def one(item: OutboxItem) -> bool:
             notifier = self._notifiers.get(item.target)
@@ -740,6 +754,15 @@ class App:
                 )
                 return False
             async with limit:
+                if item.target in down:
+                    delay = retry_delay(item.attempts + 1, self.rng, base=RETRY_BASE, cap=RETRY_CAP)
+                    self.store.mark_attempt_failed(
+                        item.pk,
+                        error=f"not tried: {down[item.target]}",
+                        next_attempt_at=self.clock() + timedelta(seconds=delay),
+                        permanent=False,
+                    )
+                    return False
                 try:
                     await notifier.send(Notification.from_json(item.payload))
                 except (NotifyError, ValueError) as exc:
@@ -759,6 +782,8 @@ class App:
                         next_attempt_at=self.clock() + timedelta(seconds=delay),
                         permanent=permanent,
                     )
+                    if not permanent:
+                        down.setdefault(item.target, str(exc))
                     return False
             self.store.mark_delivered(item.pk, now=self.clock())
             return True

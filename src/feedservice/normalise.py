@@ -1000,6 +1000,7 @@ def extract_entities(text: str) -> tuple[str, ...]:
 
 
 _PENDING = "\x00"  # marks a sentence-initial one-word candidate until it is confirmed
+_SUBSTRING_SEARCHES = 8  # per text, before the token set is built instead (see below)
 
 
 def _surname(entity: str) -> str:
@@ -1020,20 +1021,25 @@ _SURNAMES = _Memo(_surname, 1 << 15)
 class _EntityScan:
     """The per-call state of :func:`extract_entities`."""
 
-    __slots__ = ("_tokens", "lines", "pending", "text")
+    __slots__ = ("_searches", "_tokens", "lines", "pending", "text")
 
     def __init__(self, text: str, lines: list[list[str]]) -> None:
         self.text = text
         self.lines = lines  # the text's lines split into words (together: text.split())
         self.pending: set[str] = set()  # the entries added with the _PENDING mark
         self._tokens: frozenset[str] | None = None
+        self._searches = 0
 
     def appears_in_lower_case(self, word: str) -> bool:
         """Does ``word`` (lower case) occur in the text in lower case? Asked only for
         sentence-initial one-word candidates; the token set is built once, on first use."""
         tokens = self._tokens
         if tokens is None:
-            if word not in self.text:  # a substring search in C; often settles it
+            # A substring search in C often settles it, but only a few times: each scans the
+            # whole text, and one per sentence made a 1 MB paragraph of "Japan ... ."
+            # sentences cost 24 s of CPU (quadratic; found by fuzzing hostile items).
+            self._searches += 1
+            if self._searches <= _SUBSTRING_SEARCHES and word not in self.text:
                 return False
             # the words split already (their hashes are computed): the same set as
             # frozenset(text.split()), since every line break is whitespace to split()

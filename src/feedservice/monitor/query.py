@@ -260,11 +260,23 @@ def _lex(text: str, watch: str | None) -> list[_Tok]:
     return toks
 
 
+#: Parentheses and NOTs nested deeper than this are a QueryError: the parser and the matcher
+#: recurse once per level, and "((((..." a thousand deep raised RecursionError, which
+#: stopped start-up with a traceback instead of an error naming the watch's query.
+MAX_NESTING = 64
+
+
 class _Parser:
     def __init__(self, text: str, watch: str | None) -> None:
         self.toks = _lex(text, watch)
         self.pos = 0
         self.watch = watch
+        self.depth = 0
+
+    def nest(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"nested more than {MAX_NESTING} levels deep", tok)
 
     def peek(self) -> _Tok:
         return self.toks[self.pos]
@@ -310,8 +322,10 @@ class _Parser:
 
     def not_expr(self) -> Node:
         if self.peek().kind == "NOT":
-            self.take()
-            return Not(self.not_expr())
+            self.nest(self.take())
+            node = Not(self.not_expr())
+            self.depth -= 1
+            return node
         return self.primary()
 
     def primary(self) -> Node:
@@ -319,11 +333,13 @@ class _Parser:
         if tok.kind == "LPAR":
             if self.peek().kind == "RPAR":
                 raise self.error("empty parentheses", self.peek())
+            self.nest(tok)
             node = self.or_expr()
             close = self.peek()
             if close.kind != "RPAR":
                 raise self.error("unbalanced '(': missing ')'", tok)
             self.take()
+            self.depth -= 1
             return node
         field_name: str | None = None
         if tok.kind == "FIELD":
@@ -349,6 +365,6 @@ def parse_query(text: str, *, watch: str | None = None) -> Query:
 
     Raises :class:`~feedservice.errors.QueryError` (with the 1-based ``column`` and the ``watch``
     name) for an empty query, an unbalanced parenthesis or quote, an operator without an
-    operand, or an unknown ``field:`` prefix.
+    operand, an unknown ``field:`` prefix, or nesting deeper than :data:`MAX_NESTING`.
     """
     return Query(text, _Parser(text, watch).parse())

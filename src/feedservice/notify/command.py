@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import string
@@ -121,7 +122,8 @@ class CommandNotifier:
     async def send(self, n: Notification) -> None:
         """Run the command once for ``n``; exit status 0 means delivered.
 
-        Raises NotifyError: permanent when the executable does not exist or may not be run;
+        Raises NotifyError: permanent when the executable does not exist or may not be run,
+        or when the arguments are longer than the OS takes;
         transient for a non-zero exit, death by a signal, a timeout (after killing the
         process group) and other OS errors while starting it.
         """
@@ -149,6 +151,16 @@ class CommandNotifier:
                     permanent=True,
                 ) from exc
             except OSError as exc:  # e.g. too many open files / processes: may pass
+                if exc.errno == errno.E2BIG:
+                    # The same notification always renders to the same arguments, so no
+                    # retry can pass the OS's limit (128 KiB per argument on Linux).
+                    size = sum(len(a.encode("utf-8", "surrogateescape")) for a in args)
+                    raise NotifyError(
+                        f"cannot run {args[0]!r}: arguments too long for the OS ({size} bytes; "
+                        "a very long title or link?)",
+                        channel=self.channel,
+                        permanent=True,
+                    ) from exc
                 raise NotifyError(f"cannot run {args[0]!r}: {exc}", channel=self.channel) from exc
 
             try:

@@ -9,8 +9,11 @@ dedupe on it show it once (RFC 5322 section 3.6.4).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
+import socket
 import ssl
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
@@ -146,31 +149,62 @@ class EmailNotifier:
         Raises NotifyError: permanent when the server answers 5xx (RFC 5321 section 4.2.1:
         "permanent negative completion", e.g. recipient refused, authentication rejected) or
         lacks STARTTLS that we were told to use; transient for 4xx answers, connection
-        failures, timeouts, disconnects and TLS failures, including a certificate we do not
-        trust (often an expired certificate about to be renewed or a missing ``ca_file``:
-        fixable without losing the queued notifications, which a permanent error would drop).
+        failures, timeouts (``smtp.timeout`` bounds each read and the whole conversation),
+        disconnects and TLS failures, including a certificate we do not trust (often an
+        expired certificate about to be renewed or a missing ``ca_file``: fixable without
+        losing the queued notifications, which a permanent error would drop). Once the
+        server has accepted the message, the answer to QUIT no longer matters.
         """
         msg = build_message(n, sender=self._smtp.sender, recipient=self.address, date=self._clock())
-        await asyncio.to_thread(self._deliver, msg)
+        cfg = self._smtp
+        # Not connected yet (no I/O here): connect() reads the greeting, and the watchdog
+        # must be watching by then.
+        client = (
+            smtplib.SMTP_SSL(timeout=cfg.timeout, context=self._tls_context)
+            if cfg.tls
+            else smtplib.SMTP(timeout=cfg.timeout)
+        )
+        # smtplib's timeout bounds each read, not the conversation: a server that trickles a
+        # byte a second (a tarpit) would hold this thread, the pass and a graceful shutdown
+        # for as long as it liked. The watchdog shuts the socket down at the deadline.
+        watchdog = _Watchdog(client, cfg.timeout)
+        try:
+            await asyncio.to_thread(self._deliver, client, watchdog, msg)
+        except asyncio.CancelledError:
+            # The daemon is stopping: end the conversation now, or the interpreter waits
+            # for this thread at exit until the deadline, past the promised 10 s.
+            watchdog.fire()
+            raise
 
-    def _deliver(self, msg: EmailMessage) -> None:
+    def _deliver(self, client: smtplib.SMTP, watchdog: _Watchdog, msg: EmailMessage) -> None:
         cfg = self._smtp
         where = f"SMTP {cfg.host}:{cfg.port} to {self.address}"
         try:
-            client = (
-                smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=self._tls_context)
-                if cfg.tls
-                else smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
-            )
-            with client:
-                client.ehlo_or_helo_if_needed()
-                if cfg.starttls:
-                    client.starttls(context=self._tls_context)
-                    client.ehlo()
-                if cfg.username:
-                    client.login(cfg.username, cfg.password or "")
-                # One recipient: a refusal raises SMTPRecipientsRefused, never a partial dict.
-                client.send_message(msg, from_addr=self._sender_addr, to_addrs=[self.address])
+            self._converse(client, msg, where)
+        except NotifyError as exc:
+            if watchdog.fired:
+                raise NotifyError(
+                    f"{where}: not done within {cfg.timeout:g} s", channel=self.channel
+                ) from exc.__cause__
+            raise
+        finally:
+            watchdog.cancel()
+            client.close()
+
+    def _converse(self, client: smtplib.SMTP, msg: EmailMessage, where: str) -> None:
+        cfg = self._smtp
+        # What SMTP(host) would have remembered: TLS verifies the certificate against it.
+        client._host = cfg.host  # type: ignore[attr-defined]  # not in typeshed
+        try:
+            client.connect(cfg.host, cfg.port)
+            client.ehlo_or_helo_if_needed()
+            if cfg.starttls:
+                client.starttls(context=self._tls_context)
+                client.ehlo()
+            if cfg.username:
+                client.login(cfg.username, cfg.password or "")
+            # One recipient: a refusal raises SMTPRecipientsRefused, never a partial dict.
+            client.send_message(msg, from_addr=self._sender_addr, to_addrs=[self.address])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             text = "; ".join(f"{code} {_text(reply)}" for code, reply in exc.recipients.values())
@@ -207,3 +241,48 @@ class EmailNotifier:
             raise NotifyError(
                 f"{where}: {type(exc).__name__}: {exc}", channel=self.channel
             ) from exc
+        # The server has taken the message: an odd answer to QUIT must not turn it into a
+        # failure, which would send it again (or drop it as permanent on a 5xx).
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+
+
+class _Watchdog:
+    """Shut ``client``'s socket down ``seconds`` from now, or at :meth:`fire`, unless
+    cancelled first.
+
+    A read blocked on a socket that another thread shuts down returns at once, so the
+    conversation ends with an error; ``fired`` tells the caller that the deadline did it.
+    """
+
+    def __init__(self, client: smtplib.SMTP, seconds: float) -> None:
+        self.fired = False
+        self._client = client
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, args=(seconds,), daemon=True).start()
+
+    def _watch(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        if self._done.is_set():
+            return
+        self.fired = True
+        # Until connect() has made the socket, look again; connect's own timeout bounds
+        # that wait (and the conversation may never start when cancelled early).
+        for _ in range(int(seconds / 0.05) + 1):
+            sock = getattr(self._client, "sock", None)
+            if sock is not None:
+                # socket.socket's shutdown, not SSLSocket's, which also drops the TLS state
+                # under the reading thread's feet.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                return
+            if self._done.wait(0.05):
+                return
+
+    def fire(self) -> None:
+        self._wake.set()
+
+    def cancel(self) -> None:
+        self._done.set()
+        self._wake.set()

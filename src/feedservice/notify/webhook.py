@@ -20,7 +20,6 @@ import hmac
 import json
 from collections.abc import Callable
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,6 +27,7 @@ import aiohttp
 from feedservice import __version__
 from feedservice.errors import ConfigError, NotifyError
 from feedservice.notify._base import Notification, redact_url, utc_now
+from feedservice.politeness import parse_http_date, parse_retry_after
 
 __all__ = ["DEFAULT_USER_AGENT", "WebhookNotifier", "signing_key"]
 
@@ -143,11 +143,12 @@ class WebhookNotifier:
                 snippet = await _read_snippet(resp)
                 location = resp.headers.get("Location")
                 retry_after = _parse_retry_after(
-                    resp.headers.get("Retry-After"), resp.headers.get("Date")
+                    resp.headers.get("Retry-After"), resp.headers.get("Date"), self._clock()
                 )
         except aiohttp.InvalidURL as exc:
+            # Not the URL itself (it is all that str(exc) holds): its path may be a token.
             raise NotifyError(
-                f"POST {where}: invalid URL ({exc})", channel=self.channel, permanent=True
+                f"POST {where}: aiohttp rejects the URL", channel=self.channel, permanent=True
             ) from exc
         except TimeoutError as exc:  # aiohttp's timeouts subclass TimeoutError (3.11+)
             raise NotifyError(
@@ -157,8 +158,15 @@ class WebhookNotifier:
         except (aiohttp.ClientError, OSError) as exc:
             # Connection refused/reset, DNS failure, TLS failure, a malformed answer: the
             # receiver may be down or restarting, so let the outbox try again later.
+            # A ClientResponseError's text ends with the full URL; its path or query may be
+            # the receiver's token, so only the status and the parser's complaint are kept.
+            text = (
+                f"{exc.status}, {exc.message}"
+                if isinstance(exc, aiohttp.ClientResponseError)
+                else str(exc)
+            )
             raise NotifyError(
-                f"POST {where}: {type(exc).__name__}: {exc}", channel=self.channel
+                f"POST {where}: {type(exc).__name__}: {text}", channel=self.channel
             ) from exc
 
         detail = f"POST {where}: HTTP {status}"
@@ -186,24 +194,17 @@ async def _read_snippet(resp: aiohttp.ClientResponse) -> str:
     return " ".join(raw.decode("utf-8", "replace").split())
 
 
-def _parse_retry_after(value: str | None, date: str | None) -> float | None:
+def _parse_retry_after(value: str | None, date: str | None, now: datetime) -> float | None:
     """Retry-After as seconds (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date.
 
-    An HTTP-date is measured against the response's own Date header, so no local clock is
-    read; without a Date header the HTTP-date form is ignored (the outbox backoff applies).
+    An HTTP-date is measured against the response's own Date header when it has a usable
+    one (so clock skew cancels out), else against ``now``. The shared parser caps the
+    result at a week and ignores what is neither form: a receiver answering
+    ``Retry-After: 99999999999`` or a date in year 9999 must neither park the notification
+    for centuries nor overflow the outbox's next-attempt time, and a non-ASCII digit such
+    as ``²`` is not a number.
     """
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    if not date:
-        return None
-    try:
-        when: datetime = parsedate_to_datetime(value)
-        sent: datetime = parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None or sent.tzinfo is None:
-        return None
-    return max(0.0, (when - sent).total_seconds())
+    sent = parse_http_date(date) if date else None
+    return parse_retry_after(value, now=sent or now)
