@@ -156,15 +156,29 @@ class Monitor:
                 self._features.popitem(last=False)
         self.pool.borrow_years([entry.id for entry, _ in analysed])
 
-    def remember(self, entries: Sequence[Entry]) -> None:
+    def remember(self, entries: Sequence[Entry | PoolItem]) -> None:
         """Pool entries already counted in the statistics (e.g. the stored entries after a
-        restart, oldest first), so new items find their neighbours among them."""
+        restart, oldest first), so new items find their neighbours among them.
+
+        A :class:`~.neighbours.PoolItem` (as :meth:`pooled` gave it when the entry was
+        observed, saved and restored with :mod:`.saved`) is pooled as it was, not analysed
+        again; an entry is analysed with the statistics of now and may borrow years."""
         added = []
+        pool = self.pool
         for entry in entries:
-            if entry.id not in self.pool:
-                self.pool.add(entry.id, entry.title, vectorise(analyse_entry(entry), self.stats))
+            if entry.id in pool:
+                continue
+            if isinstance(entry, PoolItem):
+                pool.restore(entry)
+            else:
+                pool.add(entry.id, entry.title, vectorise(analyse_entry(entry), self.stats))
                 added.append(entry.id)
-        self.pool.borrow_years(added)
+        pool.borrow_years(added)
+
+    def pooled(self, entry_id: str) -> PoolItem | None:
+        """The pooled item of an observed entry, final once :meth:`observe` returned (to be
+        saved for a restart with :func:`~.saved.encode_item`); None if not pooled."""
+        return self.pool.get(entry_id)
 
     # --- profiles, index and story neighbourhoods -----------------------------------------------
 
