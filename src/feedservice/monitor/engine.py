@@ -1,8 +1,9 @@
 """The monitor: new entries x watches -> :class:`~feedservice.model.Match` (issue 4 items 1-3).
 
 Pure and in memory: the app persists what must survive a restart (the corpus statistics via
-:meth:`CorpusStats.to_json`, reported matches and near-duplicate signatures in the store) and
-calls :meth:`Monitor.observe` then :meth:`Monitor.match` after every poll.
+:meth:`CorpusStats.to_json`, each observed entry's pooled item via :mod:`.saved`, reported
+matches and near-duplicate signatures in the store) and calls :meth:`Monitor.observe` then
+:meth:`Monitor.match` after every poll.
 
 Scoring is the neighbourhood score of :mod:`.score`: each watch story keeps its up to three
 nearest items (updated as items arrive, recomputed when the corpus statistics move on), each
