@@ -333,6 +333,12 @@ async def test_a_bad_watch_query_stops_start_up_cleanly(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"watches\[0\]\.query"):
         async with App(replace(config, watches=(bad,)), clock=Clock()):
             pass
+    # the monitor is built later, when a pass has entries for it: a watch it would refuse
+    # still stops start-up
+    empty = replace(config.watches[0], story=None, query=None)
+    with pytest.raises(ConfigError, match=r"watches\[0\]: expected a 'story'"):
+        async with App(replace(config, watches=(empty,)), clock=Clock()):
+            pass
 
 
 # --- a restart restores the monitor's pool from saved analyses --------------------------------

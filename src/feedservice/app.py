@@ -571,6 +571,12 @@ class App:
         for i, watch in enumerate(self.config.watches):
             story = self._watch_story(i, watch)
             self._stories[watch.name] = story
+            if story is None and not watch.query:  # as the Monitor would refuse it, at start
+                raise ConfigError(
+                    "expected a 'story', a 'query' or both",
+                    path=str(self.config.path),
+                    field=f"watches[{i}]",
+                )
             if watch.query:
                 try:
                     parse_query(watch.query, watch=watch.name)
