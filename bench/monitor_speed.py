@@ -13,6 +13,13 @@ items are observed and matched, as the app does after a poll. It prints the medi
 the batches and, in the same process, the same batches matched by checking every watch (no
 index) as the baseline, with the ratio. Every monitor starts from the same pool of recent
 items (the last 20,000 stored items), so each new item's neighbours are searched for there.
+
+``--restart``: instead, the cost of a restart's pool of recent items (the app after a
+restart, or every ``feedservice once``): the newest 20,000 stored items analysed again (the
+baseline: how the app did it before) against restored from the bytes the app saved for them
+when they were observed (``monitor.encode_item`` / ``decode_item``), CPU seconds, medians of
+``--repeat`` runs alternating; then the batches matched by a monitor that kept running, one
+restored from the bytes and one re-analysed, and whether their matches are equal.
 """
 
 from __future__ import annotations
@@ -24,12 +31,12 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from feedservice.model import Entry, Watch
-from feedservice.monitor import CorpusStats, Monitor, WatchInput
+from feedservice.monitor import CorpusStats, Monitor, WatchInput, decode_item, encode_item
 from feedservice.monitor.neighbours import RecentItems
 
 _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
@@ -97,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--restart", action="store_true", help="measure a restart's pool instead")
+    ap.add_argument("--repeat", type=int, default=5, help="--restart: runs of each way")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     corpus = args.corpus
@@ -119,10 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     observer = Monitor([], stats=stats, pool=recent)
     chunk = 5000
+    newest: list[Entry] = []  # the entries a restart pools (--restart)
     for start in range(0, args.stored, chunk):
-        observer.observe(
-            [make_entry(rng, pool, i, 4) for i in range(start, min(args.stored, start + chunk))]
-        )
+        stored = [
+            make_entry(rng, pool, i, 4) for i in range(start, min(args.stored, start + chunk))
+        ]
+        observer.observe(stored)
+        if args.restart:
+            newest = (newest + stored)[-recent.capacity :]
     print(
         f"observed {args.stored} stored items in {time.perf_counter() - t0:.1f} s "
         f"(pool of recent items: {len(recent)})"
@@ -143,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for b in range(args.batches)
     ]
     snapshot = stats.to_json()
+    if args.restart:
+        return restart(watches, snapshot, recent, newest, batches, args.repeat)
 
     def run(use_index: bool, n_batches: int) -> tuple[float, int]:
         monitor = Monitor(
@@ -175,6 +190,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "met" if rate >= 1000 else "NOT met"
     print(f"ratio: {rate / base_rate:.1f}x; target >= 1,000 items/s: {verdict}")
     return 0
+
+
+def restart(
+    watches: list[WatchInput],
+    snapshot: str,
+    recent: RecentItems,
+    newest: list[Entry],
+    batches: list[list[Entry]],
+    repeat: int,
+) -> int:
+    """--restart: the pool of a restarted monitor, analysed again vs restored from bytes."""
+    # what the app saved when each entry was observed (the cost of saving is timed here too)
+    t = time.process_time()
+    pooled = [recent.get(e.id) for e in newest]
+    saved = [
+        (p.id, p.title, data)
+        for p in pooled
+        if p is not None and (data := encode_item(p)) is not None
+    ]
+    encode_s = time.process_time() - t
+    assert len(saved) == len(newest), "every pooled item can be saved"
+
+    def reanalysed() -> Monitor:
+        monitor = Monitor(watches, stats=CorpusStats.from_json(snapshot))
+        monitor.remember(newest)
+        return monitor
+
+    def restored() -> Monitor:
+        monitor = Monitor(watches, stats=CorpusStats.from_json(snapshot))
+        monitor.remember([decode_item(i, title, data) for i, title, data in saved])
+        return monitor
+
+    def cpu(build: Callable[[], Monitor]) -> float:
+        t = time.process_time()
+        build()
+        return time.process_time() - t
+
+    empty = statistics.median(
+        cpu(lambda: Monitor(watches, stats=CorpusStats.from_json(snapshot))) for _ in range(3)
+    )  # the watches' stories and the statistics, the same both ways: subtracted
+    times: dict[str, list[float]] = {"analysed again": [], "restored": []}
+    for _ in range(repeat):
+        times["analysed again"].append(cpu(reanalysed) - empty)
+        times["restored"].append(cpu(restored) - empty)
+    base = statistics.median(times["analysed again"])
+    print(f"a restart's pool of {len(newest)} items (CPU s, median of {repeat}, alternating):")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(
+            f"  {name:15} {med:6.2f} s  ({med / len(newest) * 1e6:5.0f} us/item; "
+            f"min {min(values):.2f}, max {max(values):.2f})  {base / med:5.1f}x"
+        )
+    print(
+        f"  saving them when observed: {encode_s / len(newest) * 1e6:.0f} us/item "
+        f"({sum(len(d) for _, _, d in saved) / len(saved):.0f} bytes/item)"
+    )
+
+    def matches(monitor: Monitor) -> list[tuple[str, str, float, tuple[str, ...]]]:
+        monitor.match([])
+        found = []
+        for batch in batches:
+            monitor.observe(batch)
+            found += [(m.watch, m.entry_id, m.score, m.reasons) for m in monitor.match(batch)]
+        return found
+
+    kept = matches(
+        Monitor(watches, stats=CorpusStats.from_json(snapshot), pool=copy.deepcopy(recent))
+    )
+    same = matches(restored()) == kept
+    again = matches(reanalysed())
+    print(
+        f"matches of {len(batches)} new batches: kept running {len(kept)}; restored: "
+        f"{'equal' if same else 'NOT EQUAL'}; analysed again: "
+        f"{'equal' if again == kept else f'{len(set(again) ^ set(kept))} differ'}"
+    )
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

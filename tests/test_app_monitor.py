@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import json
+import random
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -24,7 +26,9 @@ from feedservice.app import App, target_key
 from feedservice.config import Config, SmtpConfig, load_config
 from feedservice.errors import ConfigError
 from feedservice.model import NotifyTarget, Watch
+from feedservice.monitor import ANALYSIS_TAG, engine
 from feedservice.notify import Notification, notification_key
+from feedservice.store import open_store
 from tests.clock import Clock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,3 +377,209 @@ async def test_a_hanging_receiver_holds_the_pass_for_one_timeout_not_one_per_ite
         server.close()
         await server.wait_closed()
     assert requests <= 8  # the ones already in flight together, then no more
+    # the monitor is built later, when a pass has entries for it: a watch it would refuse
+    # still stops start-up
+    empty = replace(config.watches[0], story=None, query=None)
+    with pytest.raises(ConfigError, match=r"watches\[0\]: expected a 'story'"):
+        async with App(replace(config, watches=(empty,)), clock=Clock()):
+            pass
+
+
+# --- a restart restores the monitor's pool from saved analyses --------------------------------
+
+_WORDS = [a + b + c + d for a in "bdgkp" for b in "aeiou" for c in "lmnrst" for d in "aeiou"]
+
+
+def _sentences(rng: random.Random, n: int) -> list[str]:
+    """News-like sentences: frequent and rare words, capitalised names, years, dates."""
+    names = [w.capitalize() for w in rng.sample(_WORDS, 60)]
+    weights = [1.0 / (i + 1) for i in range(len(_WORDS))]
+    out = []
+    for _ in range(n):
+        words = rng.choices(_WORDS, weights, k=rng.randint(10, 20))
+        words[rng.randrange(1, len(words)) :][:0] = rng.sample(names, 2)
+        if rng.random() < 0.3:
+            words += ["in", str(rng.randint(2019, 2026))]
+        out.append(" ".join(words).capitalize() + ".")
+    return out
+
+
+def _restart_corpus() -> tuple[list[str], list[list[tuple[str, str, str]]]]:
+    """Four watch stories and three passes of items: follow-ups of the stories (their title
+    and two of their sentences), copies of a follow-up in other words, and other news."""
+    rng = random.Random(7)
+    pool = _sentences(rng, 400)
+    stories = [rng.sample(pool, 7) for _ in range(4)]
+    passes: list[list[tuple[str, str, str]]] = []
+    n = 0
+    for _ in range(3):
+        items = []
+        for _ in range(40):
+            sentences = rng.sample(pool, 4)
+            if rng.random() < 0.35:
+                story = rng.choice(stories)
+                sentences = [story[0], *rng.sample(story[1:], 2), sentences[0]]
+            items.append((f"it{n}", sentences[0], " ".join(sentences[1:])))
+            n += 1
+        passes.append(items)
+    return ["\n\n".join([s[0], " ".join(s[1:])]) + "\n" for s in stories], passes
+
+
+def _restart_setup(root: Path) -> Config:
+    stories, _ = _restart_corpus()
+    (root / "watch").mkdir(parents=True)
+    watches = ""
+    for i, text in enumerate(stories):
+        (root / "watch" / f"s{i}.txt").write_text(text)
+        watches += f"  - name: w{i}\n    story: watch/s{i}.txt\n"
+    for name in ("wire", "desk"):
+        (root / f"{name}.xml").write_text(wire([]))
+    (root / "config.yaml").write_text(
+        # one poll at a time: the order entries reach the monitor is then the same every run
+        "service:\n  feeds_dir: feeds\n  data_dir: var\nfetch:\n  max_concurrency: 1\n"
+        "sources:\n  - name: wire\n    url: wire.xml\n    interval: 1m\n"
+        "  - name: desk\n    url: desk.xml\n    interval: 1m\n"
+        f"watches:\n{watches}"
+    )
+    return load_config(root / "config.yaml")
+
+
+def _serve_pass(root: Path, k: int) -> None:
+    """The feeds as they are at pass ``k``: every item so far, split over the two sources."""
+    _, passes = _restart_corpus()
+    so_far = [item for items in passes[: k + 1] for item in items]
+    (root / "wire.xml").write_text(wire(so_far[0::2]))
+    (root / "desk.xml").write_text(wire(so_far[1::2]))
+
+
+async def _run_passes(
+    root: Path, config: Config, clock: Clock, passes: range, *, restart: bool
+) -> list[int]:
+    """Run the passes in one App, or each in a new one (a restart before every pass)."""
+    counts = []
+    app: App | None = None
+    try:
+        for k in passes:
+            _serve_pass(root, k)
+            clock.advance(120)
+            if app is None or restart:
+                if app is not None:
+                    await app.close()
+                app = App(config, clock=clock)
+                await app.open()
+            report = await app.run_once()
+            assert not report.errors
+            counts.append(report.matches)
+    finally:
+        if app is not None:
+            await app.close()
+    return counts
+
+
+def _matches(root: Path) -> list[tuple[Any, ...]]:
+    """Every stored match with its score, reasons and "also", and the watch feeds' JSON."""
+    store = open_store(root / "var" / "feedservice.sqlite3")
+    try:
+        found = [
+            (w, sm.match.entry_id, sm.match.score, sm.match.reasons, sm.also)
+            for w in ("w0", "w1", "w2", "w3")
+            for sm in store.watch_matches(w, 1000)
+        ]
+    finally:
+        store.close()
+    feeds = [(root / "feeds" / f"w{i}.json").read_text() for i in range(4)]
+    return [*sorted(found), *feeds]
+
+
+class _Analyses:
+    """Counts the monitor's text analyses (the work a restart should not repeat)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = engine.analyse_entry
+
+        def counted(entry: Any) -> Any:
+            self.calls += 1
+            return real(entry)
+
+        monkeypatch.setattr(engine, "analyse_entry", counted)
+
+
+async def test_restart_matches_as_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = {}
+    counts = {}
+    for name, restart in (("kept", False), ("restarted", True)):
+        root = tmp_path / name
+        config = _restart_setup(root)
+        counts[name] = await _run_passes(root, config, Clock(), range(3), restart=restart)
+        runs[name] = _matches(root)
+    assert counts["restarted"] == counts["kept"]
+    assert runs["restarted"] == runs["kept"]
+    # not a vacuous equality: every pass matched, the later ones with earlier items pooled
+    assert all(c > 0 for c in counts["kept"]), counts
+    # and a restart analysed only the new items (and the stories), not the stored ones
+    analyses = _Analyses(monkeypatch)
+    root = tmp_path / "restarted"
+    config = load_config(root / "config.yaml")
+    async with App(config, clock=Clock()) as app:
+        (root / "wire.xml").write_text(wire([("late", "A late item", "Nothing of note.")]))
+        report = await app.run_once(force=True)
+        assert report.new == 1
+    assert analyses.calls == 1 + 4
+    # a pass with nothing new to match (cron over unchanged feeds) builds no monitor at all
+    analyses.calls = 0
+    async with App(config, clock=Clock()) as app:
+        report = await app.run_once(force=True)
+        assert len(report.polled) == 2 and report.new == report.changed == 0
+    assert analyses.calls == 0
+
+
+def _rewrite_analyses(db: Path, how: str) -> None:
+    """Make every saved analysis stale (another analyser's tag, and another entry's bytes, as
+    if shuffled) or unreadable (garbage under the current tag)."""
+    conn = sqlite3.connect(db)
+    try:
+        if how == "stale":
+            rows = conn.execute("SELECT pk, analysis FROM entries ORDER BY pk").fetchall()
+            shifted = [r[1] for r in rows[1:] + rows[:1]]
+            conn.executemany(
+                "UPDATE entries SET analysis = ?, analysis_tag = 'pool0-older' WHERE pk = ?",
+                [(data, pk) for (pk, _), data in zip(rows, shifted, strict=True)],
+            )
+        elif how == "unreadable":
+            conn.execute("UPDATE entries SET analysis = x'01ff00ff'")
+        else:
+            conn.execute("UPDATE entries SET analysis = NULL, analysis_tag = NULL")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_stale_or_unreadable_saved_analyses_are_recomputed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = {}
+    for how in ("missing", "stale", "unreadable"):
+        root = tmp_path / how
+        config = _restart_setup(root)
+        clock = Clock()
+        await _run_passes(root, config, clock, range(2), restart=False)
+        _rewrite_analyses(root / "var" / "feedservice.sqlite3", how)
+        analyses = _Analyses(monkeypatch)
+        await _run_passes(root, config, clock, range(2, 3), restart=True)
+        # the 80 stored items analysed again, with the 40 new ones and the 4 stories
+        assert analyses.calls == 80 + 40 + 4
+        monkeypatch.undo()
+        runs[how] = _matches(root)
+        store = open_store(root / "var" / "feedservice.sqlite3")
+        try:
+            [saved] = list(store.iter_analyses(newest=1000, tag=ANALYSIS_TAG))
+        finally:
+            store.close()
+        # and saved again: the next start restores them
+        assert len(saved) == 120 and all(row.data is not None for row in saved)
+    # as if there had been no saved analyses: the wrong bytes were not trusted
+    assert runs["stale"] == runs["missing"]
+    assert runs["unreadable"] == runs["missing"]

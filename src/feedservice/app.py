@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 
@@ -35,7 +36,18 @@ from feedservice.errors import (
 )
 from feedservice.fetch import FetchOptions, make_session
 from feedservice.model import Entry, FeedSpec, Match, NotifyTarget, Watch
-from feedservice.monitor import CorpusStats, Monitor, WatchInput, near_duplicate, signature
+from feedservice.monitor import (
+    ANALYSIS_TAG,
+    CorpusStats,
+    Monitor,
+    PoolItem,
+    WatchInput,
+    decode_item,
+    encode_item,
+    near_duplicate,
+    parse_query,
+    signature,
+)
 from feedservice.normalise import normalise_item
 from feedservice.notify import Notification, Notifier, build_notifier, retry_delay
 from feedservice.parse import parse_story
@@ -44,6 +56,7 @@ from feedservice.store import (
     MatchRow,
     OutboxItem,
     PollState,
+    SavedAnalysis,
     SourceState,
     Store,
     host_of,
@@ -135,7 +148,11 @@ class App:
         self._session: aiohttp.ClientSession | None = None
         self._notifiers: dict[str, Notifier] = {}
         self._executor: ProcessPoolExecutor | None = None
-        self._monitor: Monitor | None = None
+        self._monitor: Monitor | None = None  # built when a pass first needs it
+        self._watch_inputs: list[WatchInput] = []
+        # the newest entry stored before this pass: a monitor built during the pass pools the
+        # entries up to it, as one built before the pass would have
+        self._entries_mark: int | None = None
         self._stories: dict[str, Entry | None] = {}
         # feed file -> (fingerprint of what it was rendered from, its size, its mtime_ns)
         self._published: dict[Path, tuple[int, int, int]] = {}
@@ -277,6 +294,8 @@ class App:
             if not self._published_since_open:
                 publish_all = True
                 self._published_since_open = True
+            if self._watch_inputs and self._monitor is None:
+                self._entries_mark = self.store.last_entry_pk()
             pending, backlog_matched = self._begin_monitor_pass()
             state = _PassState(pending_watches=pending, backlog_watches=backlog_matched)
             try:
@@ -555,13 +574,39 @@ class App:
         )
 
     def _build_monitor(self) -> None:
-        if not self.config.watches:
-            return
-        inputs = []
+        """Read the watches' stories and check their queries, so a bad watch stops start-up
+        (ConfigError); the monitor itself is built when a pass first has entries for it
+        (:meth:`_monitor_for_pass`)."""
+        self._watch_inputs = []
         for i, watch in enumerate(self.config.watches):
             story = self._watch_story(i, watch)
             self._stories[watch.name] = story
-            inputs.append(WatchInput(watch, story))
+            if story is None and not watch.query:  # as the Monitor would refuse it, at start
+                raise ConfigError(
+                    "expected a 'story', a 'query' or both",
+                    path=str(self.config.path),
+                    field=f"watches[{i}]",
+                )
+            if watch.query:
+                try:
+                    parse_query(watch.query, watch=watch.name)
+                except QueryError as exc:
+                    raise ConfigError(
+                        str(exc), path=str(self.config.path), field=f"watches[{i}].query"
+                    ) from exc
+            self._watch_inputs.append(WatchInput(watch, story))
+
+    def _monitor_for_pass(self) -> Monitor | None:
+        """The monitor (None without watches), built on first use: the corpus statistics
+        from the store and the pool of recent items from the newest stored entries.
+
+        Why on first use: a pass with nothing new to match (cron's ``feedservice once`` over
+        unchanged feeds) needs neither, and filling the pool is most of a start's work. Each
+        pooled entry is restored from the analysis saved when it was observed
+        (:meth:`_save_analyses`); one without a usable analysis (none, another analyser's,
+        unreadable) is analysed again, and that analysis saved."""
+        if self._monitor is not None or not self._watch_inputs:
+            return self._monitor
         stats: CorpusStats | None = None
         saved = self.store.get_meta(STATS_KEY)
         if saved:
@@ -569,21 +614,68 @@ class App:
                 stats = CorpusStats.from_json(saved)
             except ValueError:
                 log.warning("monitor: stored corpus statistics unreadable; rebuilding them")
-        try:
-            self._monitor = Monitor(inputs, stats=stats)
-        except QueryError as exc:
-            index = next(i for i, w in enumerate(self.config.watches) if w.name == exc.watch)
-            raise ConfigError(
-                str(exc), path=str(self.config.path), field=f"watches[{index}].query"
-            ) from exc
+        monitor = Monitor(self._watch_inputs, stats=stats)
+        mark = self._entries_mark
         if stats is None:
-            for batch in self.store.iter_entries():
-                self._monitor.observe(batch)
+            # only the newest entries reach the pool: older ones are counted, not saved
+            skip = self.store.count_entries(upto=mark) - monitor.pool.capacity
+            for batch in self.store.iter_entries(upto=mark):
+                monitor.observe(batch)
+                if skip < len(batch):
+                    self._save_analyses(monitor, batch[max(0, skip) :])
+                skip -= len(batch)
             self._stats_dirty = True
         else:
             # after a restart: the newest items are the neighbours new ones are judged with
-            for batch in self.store.iter_entries(newest=self._monitor.pool.capacity):
-                self._monitor.remember(batch)
+            for rows in self.store.iter_analyses(
+                newest=monitor.pool.capacity, tag=ANALYSIS_TAG, upto=mark
+            ):
+                self._restore(monitor, rows)
+        self._monitor = monitor
+        return monitor
+
+    def _restore(self, monitor: Monitor, rows: Sequence[SavedAnalysis]) -> None:
+        """Pool stored entries (oldest first) from their saved analyses, re-analysing those
+        whose analysis is missing, of another analyser or unreadable."""
+        items: list[PoolItem | None] = []
+        missing: list[tuple[str, str]] = []
+        for row in rows:
+            item = None
+            if row.data is not None:
+                try:
+                    item = decode_item(row.id, row.title, row.data)
+                except ValueError:
+                    log.debug("monitor: saved analysis of %s unreadable", row.id)
+            if item is None:
+                missing.append((row.source, row.id))
+            items.append(item)
+        if not missing:
+            monitor.remember(cast(list[PoolItem], items))
+            return
+        found = self.store.get_entries(missing)
+        batch: list[Entry | PoolItem] = []
+        for row, item in zip(rows, items, strict=True):
+            if item is not None:
+                batch.append(item)
+            elif (entry := found.get((row.source, row.id))) is not None:
+                batch.append(entry)
+        monitor.remember(batch)
+        self._save_analyses(monitor, [e for e in batch if isinstance(e, Entry)])
+
+    def _save_analyses(self, monitor: Monitor, entries: Sequence[Entry]) -> None:
+        """Save each observed entry's pooled analysis, for the next start (see
+        :meth:`_monitor_for_pass`)."""
+        rows: list[tuple[str, str, bytes | None]] = []
+        seen: set[str] = set()
+        # the pool knows an entry by id: of two entries with one id (in two sources, or a
+        # changed entry seen twice) the last observed is the pooled one
+        for entry in reversed(entries):
+            if entry.id in seen:
+                continue
+            seen.add(entry.id)
+            item = monitor.pooled(entry.id)
+            rows.append((entry.source, entry.id, None if item is None else encode_item(item)))
+        self.store.save_analyses(rows, tag=ANALYSIS_TAG)
 
     def _begin_monitor_pass(self) -> tuple[set[str], set[str]]:
         """Watches in their first pass: match everything already stored (their backlog).
@@ -591,16 +683,13 @@ class App:
         ``notify_backlog``. Returns their names and those with matches."""
         pending = {w.name for w in self.config.watches if not self._watch_ready(w)}
         changed: set[str] = set()
-        if not pending or self._monitor is None:
+        monitor = self._monitor_for_pass() if pending else None
+        if monitor is None:
             return pending, changed
         backlog = Monitor(
-            [
-                WatchInput(w, self._stories.get(w.name))
-                for w in self.config.watches
-                if w.name in pending
-            ],
-            stats=self._monitor.stats,
-            pool=self._monitor.pool,
+            [wi for wi in self._watch_inputs if wi.watch.name in pending],
+            stats=monitor.stats,
+            pool=monitor.pool,
         )
         for batch in self.store.iter_entries():
             changed |= self._record_matches(backlog.match(batch), batch, pending=pending)[1]
@@ -620,11 +709,14 @@ class App:
         notifications (not for the ``pending`` watches, which are in their backlog pass).
 
         Returns the names of the watches with new matches and how many matches were new."""
-        if self._monitor is None or not entries:
+        monitor = self._monitor_for_pass() if entries else None
+        if monitor is None:
             return set(), 0
-        self._monitor.observe(entries)
+        monitor.observe(entries)
         self._stats_dirty = True
-        new, changed = self._record_matches(self._monitor.match(entries), entries, pending=pending)
+        self._save_analyses(monitor, entries)
+        self.store.prune_analyses(keep=monitor.pool.capacity)
+        new, changed = self._record_matches(monitor.match(entries), entries, pending=pending)
         return changed, new
 
     def _watch_ready(self, watch: Watch) -> bool:

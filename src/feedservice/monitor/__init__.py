@@ -2,25 +2,31 @@
 
 Pure: no I/O, no clock. The app builds a :class:`Monitor` from the configured watches, feeds it
 every new entry (:meth:`Monitor.observe`, then :meth:`Monitor.match`) and persists what must
-survive a restart (:class:`CorpusStats` as JSON, reported matches and MinHash signatures);
-the pool of recent items (:class:`RecentItems`) the neighbourhood score draws on is memory only.
+survive a restart (:class:`CorpusStats` as JSON, reported matches and MinHash signatures,
+and each pooled item of the recent items the neighbourhood score draws on, as bytes from
+:func:`encode_item` under :data:`ANALYSIS_TAG`, so a restart need not analyse them again).
 """
 
 from __future__ import annotations
 
 from feedservice.monitor.dedup import near_duplicate, signature
 from feedservice.monitor.engine import Monitor, WatchInput
-from feedservice.monitor.neighbours import RecentItems
+from feedservice.monitor.neighbours import PoolItem, RecentItems
 from feedservice.monitor.query import Query, parse_query
+from feedservice.monitor.saved import ANALYSIS_TAG, decode_item, encode_item
 from feedservice.monitor.score import DEFAULT_THRESHOLD, CorpusStats
 
 __all__ = [
+    "ANALYSIS_TAG",
     "DEFAULT_THRESHOLD",
     "CorpusStats",
     "Monitor",
+    "PoolItem",
     "Query",
     "RecentItems",
     "WatchInput",
+    "decode_item",
+    "encode_item",
     "near_duplicate",
     "parse_query",
     "signature",

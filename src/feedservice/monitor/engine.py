@@ -1,8 +1,9 @@
 """The monitor: new entries x watches -> :class:`~feedservice.model.Match` (issue 4 items 1-3).
 
 Pure and in memory: the app persists what must survive a restart (the corpus statistics via
-:meth:`CorpusStats.to_json`, reported matches and near-duplicate signatures in the store) and
-calls :meth:`Monitor.observe` then :meth:`Monitor.match` after every poll.
+:meth:`CorpusStats.to_json`, each observed entry's pooled item via :mod:`.saved`, reported
+matches and near-duplicate signatures in the store) and calls :meth:`Monitor.observe` then
+:meth:`Monitor.match` after every poll.
 
 Scoring is the neighbourhood score of :mod:`.score`: each watch story keeps its up to three
 nearest items (updated as items arrive, recomputed when the corpus statistics move on), each
@@ -156,15 +157,29 @@ class Monitor:
                 self._features.popitem(last=False)
         self.pool.borrow_years([entry.id for entry, _ in analysed])
 
-    def remember(self, entries: Sequence[Entry]) -> None:
+    def remember(self, entries: Sequence[Entry | PoolItem]) -> None:
         """Pool entries already counted in the statistics (e.g. the stored entries after a
-        restart, oldest first), so new items find their neighbours among them."""
+        restart, oldest first), so new items find their neighbours among them.
+
+        A :class:`~.neighbours.PoolItem` (as :meth:`pooled` gave it when the entry was
+        observed, saved and restored with :mod:`.saved`) is pooled as it was, not analysed
+        again; an entry is analysed with the statistics of now and may borrow years."""
         added = []
+        pool = self.pool
         for entry in entries:
-            if entry.id not in self.pool:
-                self.pool.add(entry.id, entry.title, vectorise(analyse_entry(entry), self.stats))
+            if entry.id in pool:
+                continue
+            if isinstance(entry, PoolItem):
+                pool.restore(entry)
+            else:
+                pool.add(entry.id, entry.title, vectorise(analyse_entry(entry), self.stats))
                 added.append(entry.id)
-        self.pool.borrow_years(added)
+        pool.borrow_years(added)
+
+    def pooled(self, entry_id: str) -> PoolItem | None:
+        """The pooled item of an observed entry, final once :meth:`observe` returned (to be
+        saved for a restart with :func:`~.saved.encode_item`); None if not pooled."""
+        return self.pool.get(entry_id)
 
     # --- profiles, index and story neighbourhoods -----------------------------------------------
 

@@ -114,15 +114,25 @@ class RecentItems:
         """Pool an item (a changed entry replaces its earlier version); evict the oldest."""
         small = compact(vectors)
         item = PoolItem(entry_id, title, small, tuple(distinctive_keys(small, POSTED_KEYS)))
+        self.restore(item)
+        return item
+
+    def restore(self, item: PoolItem) -> None:
+        """Pool an item exactly as it was pooled before (e.g. saved before a restart, see
+        :mod:`.saved`): its vectors are already compact, its keys and years final."""
+        entry_id = item.id
         self._items.pop(entry_id, None)
         self._items[entry_id] = item
+        postings = self._postings
         for key, w in item.keys:
-            self._postings.setdefault(key, deque()).append((item, w))
+            posting = postings.get(key)  # no new deque per key (a restart pools 20,000)
+            if posting is None:
+                posting = postings[key] = deque()
+            posting.append((item, w))
         while len(self._items) > self.capacity:
             _, old = self._items.popitem(last=False)
             self._evict(old)
         self.version += 1
-        return item
 
     def borrow_years(self, entry_ids: Sequence[str]) -> None:
         """Give each listed pooled item that names no year the years of its nearest pooled

@@ -15,6 +15,11 @@ from functools import lru_cache
 
 from feedservice.model import Entry
 
+# Bump when analyse() (or vectorise() in .score) would return something else for the same
+# text: pooled items saved by an older analyser are then analysed again after a restart
+# (see .saved; a feedservice upgrade does that too).
+ANALYSER_VERSION = 1
+
 
 def _wordset(text: str) -> frozenset[str]:
     return frozenset(text.split())

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from feedservice.errors import StorageError
-from feedservice.store.entries import EntriesMixin, UpsertResult
+from feedservice.store.entries import EntriesMixin, SavedAnalysis, UpsertResult
 from feedservice.store.matches import RECENT_SIGNATURES as RECENT_SIGNATURES
 from feedservice.store.matches import MatchesMixin, MatchRow, StoredMatch
 from feedservice.store.outbox import OutboxItem, OutboxMixin
@@ -38,6 +38,7 @@ __all__ = [
     "MatchRow",
     "OutboxItem",
     "PollState",
+    "SavedAnalysis",
     "SourceState",
     "Store",
     "StoredMatch",

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from feedservice.model import Entry, Match
 from feedservice.store._base import StoreBase, _translated
-from feedservice.store.entries import _row_entry
+from feedservice.store.entries import ENTRY_COLUMNS, _row_entry
 from feedservice.store.schema import entries, matches
 
 RECENT_SIGNATURES = 2000  # matches a new match of a watch is compared with (near duplicates)
@@ -127,7 +127,7 @@ class MatchesMixin(StoreBase):
     def watch_matches(self, watch: str, limit: int) -> list[StoredMatch]:
         """The watch's matches with their entries, newest entry first."""
         q = (
-            select(matches, entries)
+            select(matches, *ENTRY_COLUMNS)
             .join(
                 entries,
                 and_(entries.c.source == matches.c.source, entries.c.id == matches.c.entry_id),

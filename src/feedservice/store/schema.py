@@ -19,6 +19,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -29,7 +30,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -114,6 +115,11 @@ entries = Table(
     # v2: a hash of the item as parsed, before normalising; an item whose raw hash is
     # unchanged is not normalised again (a changed feed usually changes one item of 20)
     Column("raw_hash", String(64), nullable=True),
+    # v4: the monitor's analysis of the entry as it pooled it (monitor.saved), under the tag
+    # of the analyser that wrote it; a restart restores the pool of recent items from these
+    # instead of analysing 20,000 entries again. Cleared when the entry's content changes.
+    Column("analysis", LargeBinary, nullable=True),
+    Column("analysis_tag", String(64), nullable=True),
     UniqueConstraint("source", "id", name="uq_entries_source_id"),
 )
 # v3: with id, so a published feed's newest entries (source IN ..., newest first, id to break
@@ -187,9 +193,20 @@ def _migrate_to_3(conn: Connection) -> None:
         conn.execute(text("DROP INDEX ix_entries_source_published"))
 
 
+def _migrate_to_4(conn: Connection) -> None:
+    # entries saved before v4 have no analysis (NULL): the monitor analyses them once more
+    columns = {c["name"] for c in inspect(conn).get_columns("entries")}
+    if "analysis" not in columns:
+        blob = LargeBinary().compile(dialect=conn.dialect)  # BLOB on SQLite, BYTEA on PostgreSQL
+        conn.execute(text(f"ALTER TABLE entries ADD COLUMN analysis {blob}"))
+    if "analysis_tag" not in columns:
+        conn.execute(text("ALTER TABLE entries ADD COLUMN analysis_tag VARCHAR(64)"))
+
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     0: _migrate_to_1,
     1: _migrate_to_2,
     2: _migrate_to_3,
+    3: _migrate_to_4,
 }
