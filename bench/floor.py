@@ -100,9 +100,10 @@ def _floor_worker(
     # feedservice skips items by their stored raw hash: a changed feed has one new item
     seen: dict[tuple[int, str | None], int] = {}
 
-    def handle(i: int, body: bytes, etag: str, modified: str) -> None:
+    def handle(i: int, body: bytes, etag: str, modified: str) -> int:
+        """The items parsed ((b)) or stored ((c)) from one 200 body."""
         if level == "a":
-            return
+            return 0
         rows = []
         for item in etree.fromstring(body, parser).iter("item"):
             # one walk over the item's children: a findtext per field costs half again
@@ -122,6 +123,7 @@ def _floor_worker(
             db.executemany(upsert, rows)
             db.execute("INSERT OR REPLACE INTO feeds VALUES (?, ?, ?)", (i, etag, modified))
             db.execute("COMMIT")
+        return len(rows)
 
     async def run() -> None:
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
@@ -129,22 +131,24 @@ def _floor_worker(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar()
         ) as session:
 
-            async def one(i: int, counts: dict[int, int]) -> None:
+            async def one(i: int, counts: dict[str, int]) -> None:
                 async with session.get(urls[i], headers=validators.get(i)) as resp:
                     body = await resp.read()
-                    counts[resp.status] = counts.get(resp.status, 0) + 1
+                    status = str(resp.status)
+                    counts[status] = counts.get(status, 0) + 1
                     if resp.status == 200:
                         etag, modified = resp.headers["ETag"], resp.headers["Last-Modified"]
-                        handle(i, body, etag, modified)
+                        if items := handle(i, body, etag, modified):
+                            counts["items"] = counts.get("items", 0) + items
                         # saved only after the entries are stored, as feedservice does
                         validators[i] = {"If-None-Match": etag, "If-Modified-Since": modified}
 
             out.put("ready")
             while (name := await asyncio.to_thread(cmd.get)) is not None:
-                counts: dict[int, int] = {}
+                counts: dict[str, int] = {}
                 todo = iter(feeds)
 
-                async def worker(counts: dict[int, int] = counts, todo: Any = todo) -> None:
+                async def worker(counts: dict[str, int] = counts, todo: Any = todo) -> None:
                     for i in todo:
                         await one(i, counts)
 
@@ -165,8 +169,8 @@ class FloorRun:
     cmds: list[Any]
     out: Any
 
-    def run_pass(self, name: str, origin_pid: int) -> tuple[float, float, float, dict[int, int]]:
-        """(wall, client CPU, origin CPU, status counts) of one pass over all the workers."""
+    def run_pass(self, name: str, origin_pid: int) -> tuple[float, float, float, dict[str, int]]:
+        """(wall, client CPU, origin CPU, counts of statuses and items) of one pass."""
         import psutil
 
         origin = psutil.Process(origin_pid)
@@ -175,7 +179,7 @@ class FloorRun:
             c.put(name)
         got = [poll._get(self.out, self.procs[0]) for _ in self.procs]
         o1 = sum(origin.cpu_times()[:2])
-        counts: dict[int, int] = {}
+        counts: dict[str, int] = {}
         for _name, _t0, _t1, _cpu, c in got:
             for k, v in c.items():
                 counts[k] = counts.get(k, 0) + v
@@ -236,10 +240,14 @@ def floor_round(
         run = start_floor(ctx, origin.port, n, level, nprocs, concurrency, root)
         try:
             for name in ("cold", "warm", "mixed"):
-                expect = {"cold": {200: n}, "warm": {304: n}}.get(name)
+                # (b) parses every item of a 200; (c) stores only the new one of a changed feed
+                per_feed = {"a": 0, "b": poll.ITEMS_PER_FEED, "c": poll.ITEMS_PER_FEED}[level]
+                expect = {"200": n, "items": n * per_feed} if name == "cold" else {"304": n}
                 if name == "mixed":
                     changed = origin.bump(offset=int(time.time()) % 10)
-                    expect = {200: changed, 304: n - changed}
+                    per_changed = 1 if level == "c" else per_feed
+                    expect = {"200": changed, "304": n - changed, "items": changed * per_changed}
+                expect = {k: v for k, v in expect.items() if v}
                 wall, cpu, ocpu, counts = run.run_pass(name, origin.process.pid)
                 if counts != expect:
                     raise SystemExit(f"{LEVELS[level]} {name}: expected {expect}, got {counts}")
