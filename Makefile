@@ -35,6 +35,7 @@ $(VENV)/.bench-installed: $(STAMP)
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/parse.py
 	$(BIN)/python bench/poll.py
+	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/related.py
 	$(BIN)/python bench/monitor_speed.py
 
