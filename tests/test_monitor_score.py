@@ -427,6 +427,12 @@ def test_story_profile_walks_two_hops_and_prefers_items_the_neighbours_agree_on(
     # with room for all, every reached item is listed, the far one (3 hops) never
     assert {p.id for _, p in story_profile(nearest, neighbours_of, size=10)} == {"a", "b", "c", "z"}
     assert story_profile([], neighbours_of) == []
+    # the story's own copy among the items is the story: never in its profile
+    copy = _pooled("story")
+    links["b"] = [(0.9, copy), (0.5, items["a"])]
+    with_copy = story_profile(nearest, neighbours_of, story_id="story", size=10)
+    assert "story" not in {p.id for _, p in with_copy}
+    assert "story" in {p.id for _, p in story_profile(nearest, neighbours_of, size=10)}
 
 
 def test_match_and_relatedness_compare_the_story_with_its_profile() -> None:

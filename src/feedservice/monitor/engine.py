@@ -249,7 +249,9 @@ class Monitor:
             slots = self._nb_slots.get(p.id)
             if slots is not None and p.id not in keep:
                 slots.discard(slot)
-        st.profile = story_profile(st.neighbours, neighbours_of)
+        st.profile = story_profile(
+            st.neighbours, neighbours_of, story_id=st.story.id if st.story else None
+        )
         for _, p in st.profile:
             self._nb_slots.setdefault(p.id, set()).add(slot)
 
@@ -284,6 +286,7 @@ class Monitor:
         profile = story_profile(
             pool.nearest(a, exclude=story.id),
             lambda p: pool.nearest(p.vectors, exclude=p.id, keys=p.keys),
+            story_id=story.id,
         )
         story_side = [(story.id, a), *((p.id, p.vectors) for _, p in profile)]
         item_side = [

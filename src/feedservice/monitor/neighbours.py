@@ -82,6 +82,7 @@ def story_profile(
     nearest: Neighbours,
     neighbours_of: Callable[[PoolItem], Neighbours],
     *,
+    story_id: str | None = None,
     size: int = PROFILE,
     restart: float = RESTART,
     rounds: int = PROFILE_ROUNDS,
@@ -98,27 +99,29 @@ def story_profile(
     its place to an item many of the event's reports point to. Each step moves to a neighbour
     with probability proportional to the similarity and jumps back to the story with
     probability ``restart`` (or when the walk reaches an item 2 hops out, whose neighbours are
-    not looked up: 1 + K neighbour searches per story). On ECB+ dev, threshold fitted on the
-    training topics, F1 rises in string order (odd/even 0.904 -> 0.929, leave-one-topic-out
-    0.897 -> 0.921) and holds in numeric order (0.904 -> 0.918, 0.910 -> 0.911); see
-    docs/benchmarks.md.
+    not looked up: 1 + K neighbour searches per story). The story's own copy among the items
+    (``story_id``, e.g. the story file's text also published by a source) is the story: a step
+    to it is a step back to the story, and it is never part of the profile. On ECB+ dev,
+    threshold fitted on the training topics, F1 rises in string order (odd/even 0.904 ->
+    0.929, leave-one-topic-out 0.897 -> 0.921) and holds in numeric order (0.904 -> 0.918,
+    0.910 -> 0.911); see docs/benchmarks.md.
     """
     nodes: dict[str, PoolItem] = {}
-    edges: dict[str, list[tuple[str, float]]] = {}
+    edges: dict[str, list[tuple[str | None, float]]] = {}
 
-    def out_edges(pairs: Neighbours) -> list[tuple[str, float]]:
+    def out_edges(pairs: Neighbours) -> list[tuple[str | None, float]]:
         total = sum(sim for sim, _ in pairs)
         if total <= 0.0:
             return []
         for _, item in pairs:
             nodes.setdefault(item.id, item)
-        return [(item.id, sim / total) for sim, item in pairs]
+        return [(None if item.id == story_id else item.id, sim / total) for sim, item in pairs]
 
     first = out_edges(nearest)
     if not first:
         return []
     for item_id, _ in first:
-        if item_id not in edges:
+        if item_id is not None and item_id not in edges:
             edges[item_id] = out_edges(neighbours_of(nodes[item_id]))
     mass: dict[str | None, float] = {None: 1.0}  # None: the story
     for _ in range(rounds):
