@@ -16,8 +16,14 @@ import pytest
 from feedservice.errors import QueryError
 from feedservice.model import Entry, Watch
 from feedservice.monitor import DEFAULT_THRESHOLD, CorpusStats, Monitor, WatchInput
-from feedservice.monitor.neighbours import RecentItems
-from feedservice.monitor.score import NEIGHBOUR_FLOOR, calibrate, uncalibrate, vectorise
+from feedservice.monitor.neighbours import PoolItem, RecentItems, story_profile
+from feedservice.monitor.score import (
+    NEIGHBOUR_FLOOR,
+    Vectors,
+    calibrate,
+    uncalibrate,
+    vectorise,
+)
 from feedservice.monitor.text import analyse, analyse_entry
 
 DATA = Path(__file__).resolve().parent / "data" / "monitor"
@@ -388,3 +394,71 @@ def test_scores_do_not_depend_on_the_hash_seed() -> None:
         for seed in range(6)
     }
     assert len(outputs) == 1, outputs
+
+
+def _pooled(item_id: str) -> PoolItem:
+    empty = Vectors(terms={}, entities={}, marks={}, years=frozenset())
+    return PoolItem(item_id, item_id, empty, ())
+
+
+def test_story_profile_walks_two_hops_and_prefers_items_the_neighbours_agree_on() -> None:
+    items = {k: _pooled(k) for k in ("a", "b", "z", "c", "far")}
+    links = {  # a pooled item's nearest items (raw similarity, most similar first)
+        "a": [(0.6, items["c"]), (0.4, items["b"])],
+        "b": [(0.5, items["c"]), (0.5, items["a"])],
+        "z": [],  # close to the story only
+        "c": [(0.9, items["far"])],  # 2 hops out: never looked up
+    }
+    asked: list[str] = []
+
+    def neighbours_of(p: PoolItem) -> list[tuple[float, PoolItem]]:
+        asked.append(p.id)
+        return links[p.id]
+
+    nearest = [(0.5, items["a"]), (0.3, items["b"]), (0.25, items["z"])]
+    profile = story_profile(nearest, neighbours_of, size=3)
+    ids = [p.id for _, p in profile]
+    # c is not among the story's nearest items, but both of them point to it; z, close to the
+    # story and to nothing else of the event, gives up its place to c
+    assert ids == ["a", "b", "c"]
+    assert sorted(asked) == ["a", "b", "z"]  # 1 + K neighbour searches, c is not expanded
+    masses = [m for m, _ in profile]
+    assert masses == sorted(masses, reverse=True) and all(0.0 < m < 1.0 for m in masses)
+    # with room for all, every reached item is listed, the far one (3 hops) never
+    assert {p.id for _, p in story_profile(nearest, neighbours_of, size=10)} == {"a", "b", "c", "z"}
+    assert story_profile([], neighbours_of) == []
+    # the story's own copy among the items is the story: never in its profile
+    copy = _pooled("story")
+    links["b"] = [(0.9, copy), (0.5, items["a"])]
+    with_copy = story_profile(nearest, neighbours_of, story_id="story", size=10)
+    assert "story" not in {p.id for _, p in with_copy}
+    assert "story" in {p.id for _, p in story_profile(nearest, neighbours_of, size=10)}
+
+
+def test_match_and_relatedness_compare_the_story_with_its_profile() -> None:
+    """A story with one close report: the reports that report agrees with join the story's
+    side (its profile) in both entry points, so they score the same in match and relatedness."""
+    texts = {
+        "close": "Quake felt in Dubai towers\nA quake on Qeshm island was felt in Dubai towers"
+        " on Sunday; Qeshm lies off Bandar Abbas.",
+        "r1": "Quake kills ten on Qeshm island\nA quake on Qeshm island off Bandar Abbas killed"
+        " ten people on Sunday, Iranian officials said.",
+        "r2": "Qeshm quake toll rises\nTen people died when a quake struck Qeshm island near"
+        " Bandar Abbas on Sunday, officials said.",
+        "festival": "Harbour festival returns\nBoat parades and a night market along the quay.",
+    }
+    entries = {k: entry(k, v) for k, v in texts.items()}
+    story = entry(
+        "story",
+        "Tremor shakes Dubai\nOffice towers in Dubai swayed on Sunday as a quake on Qeshm was"
+        " felt; residents of Jebel Ali ran into the street.",
+        "newsroom",
+    )
+    m = Monitor([WatchInput(Watch(name="q", title="q", threshold=0.0), story)])
+    m.observe(list(entries.values()))
+    found = {x.entry_id: x for x in m.match(list(entries.values()))}
+    assert {"close", "r1", "r2"} <= set(found)
+    for key in ("close", "r1", "r2"):
+        assert found[key].score == pytest.approx(m.relatedness(story, entries[key]), abs=1e-4)
+    if "festival" in found:
+        assert found["festival"].score < min(found[k].score for k in ("close", "r1", "r2"))

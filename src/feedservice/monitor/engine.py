@@ -6,10 +6,13 @@ matches and near-duplicate signatures in the store) and calls :meth:`Monitor.obs
 :meth:`Monitor.match` after every poll.
 
 Scoring is the neighbourhood score of :mod:`.score`: each watch story keeps its up to three
-nearest items (updated as items arrive, recomputed when the corpus statistics move on), each
-new item gets its own from the pool of recent items (:mod:`.neighbours`), and the two
-neighbourhoods are compared. A story or item that names no year takes the years of its nearest
-item for the year-conflict penalty (:meth:`.neighbours.RecentItems.borrow_years`).
+nearest items (updated as items arrive, recomputed when the corpus statistics move on) and the
+up to four items a walk from the story over nearest-item links visits most (its profile,
+:func:`.neighbours.story_profile`, recomputed when its nearest items change), each new item
+gets its nearest items from the pool of recent items (:mod:`.neighbours`), and the story with
+its profile is compared with the item with its nearest items. A story or item that names no
+year takes the years of its nearest item for the year-conflict penalty
+(:meth:`.neighbours.RecentItems.borrow_years`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from feedservice.model import Entry, Match, Watch
 from feedservice.monitor.dedup import group_near_duplicates, signature
 from feedservice.monitor.index import WatchIndex
-from feedservice.monitor.neighbours import K, PoolItem, RecentItems
+from feedservice.monitor.neighbours import K, Neighbours, PoolItem, RecentItems, story_profile
 from feedservice.monitor.query import Query, QueryDoc, parse_query
 from feedservice.monitor.score import (
     DEFAULT_THRESHOLD,
@@ -44,8 +47,6 @@ from feedservice.monitor.text import Features, analyse_entry
 _FEATURE_CACHE = 4096  # entries observed but not yet matched keep their features here
 _REFRESH_GROWTH = 0.05  # re-vectorise stories (and re-find their neighbours) at 5% growth
 
-Neighbours = list[tuple[float, PoolItem]]
-
 
 @dataclass(frozen=True, slots=True)
 class WatchInput:
@@ -64,7 +65,8 @@ class _WatchState:
     story_features: Features | None
     story_vectors: Vectors | None = None
     raw_threshold: float = 0.0
-    neighbours: Neighbours = field(default_factory=list)
+    neighbours: Neighbours = field(default_factory=list)  # the story's K nearest items
+    profile: Neighbours = field(default_factory=list)  # its side of the comparison
     reported: set[str] = field(default_factory=set)
 
 
@@ -190,6 +192,7 @@ class Monitor:
         self._index = WatchIndex()
         self._nb_slots = {}
         self._story_slots = []
+        memo: dict[str, Neighbours] = {}
         for slot, st in enumerate(self._states):
             if st.story_features is not None and st.story is not None:
                 st.story_vectors = self._with_years(
@@ -199,8 +202,10 @@ class Monitor:
                 self._index.add_profile(slot, st.story_vectors)
                 self._story_slots.append(slot)
                 st.neighbours = self.pool.nearest(st.story_vectors, exclude=st.story.id)
+                st.profile = []
                 for _, p in st.neighbours:
                     self._nb_slots.setdefault(p.id, set()).add(slot)
+                self._set_profile(slot, memo)
             elif st.query is not None:
                 anchors = st.query.anchors()
                 self._index.add_query(slot, None if anchors is None else list(anchors))
@@ -218,23 +223,51 @@ class Monitor:
         years = self.pool.years_near(vectors, exclude=own_id)
         return replace(vectors, years=years) if years else vectors
 
-    def _offer(self, slot: int, sim: float, item: PoolItem) -> None:
-        """``item`` is related to the story of ``slot``: keep it if among the K nearest."""
+    def _offer(self, slot: int, sim: float, item: PoolItem) -> bool:
+        """``item`` is related to the story of ``slot``: keep it if among the K nearest.
+        Returns whether the story's nearest items changed."""
         st = self._states[slot]
         if st.story is not None and item.id == st.story.id:
-            return
+            return False
+        before = [p for _, p in st.neighbours]
         nbs = [(s, p) for s, p in st.neighbours if p.id != item.id]
         if len(nbs) == K and sim <= nbs[-1][0]:
-            return
+            return False
         nbs.append((sim, item))
         nbs.sort(key=lambda x: -x[0])
+        profile_ids = {p.id for _, p in st.profile}
         for _, p in nbs[K:]:
             slots = self._nb_slots.get(p.id)
-            if slots is not None:
+            if slots is not None and p.id not in profile_ids:
                 slots.discard(slot)
         nbs = nbs[:K]
         st.neighbours = nbs
         for _, p in nbs:
+            self._nb_slots.setdefault(p.id, set()).add(slot)
+        return [p for _, p in nbs] != before
+
+    def _set_profile(self, slot: int, memo: dict[str, Neighbours]) -> None:
+        """Recompute the story's profile from its nearest items (``memo``: pooled item id ->
+        its nearest items, shared within one pass) and index it for candidate lookup."""
+        st = self._states[slot]
+        pool = self.pool
+
+        def neighbours_of(p: PoolItem) -> Neighbours:
+            found = memo.get(p.id)
+            if found is None or any(pool.get(q.id) is not q for _, q in found):
+                found = pool.nearest(p.vectors, exclude=p.id, keys=p.keys)
+                memo[p.id] = found
+            return found
+
+        keep = {p.id for _, p in st.neighbours}
+        for _, p in st.profile:
+            slots = self._nb_slots.get(p.id)
+            if slots is not None and p.id not in keep:
+                slots.discard(slot)
+        st.profile = story_profile(
+            st.neighbours, neighbours_of, story_id=st.story.id if st.story else None
+        )
+        for _, p in st.profile:
             self._nb_slots.setdefault(p.id, set()).add(slot)
 
     # --- matching ----------------------------------------------------------------------------
@@ -245,7 +278,7 @@ class Monitor:
         assert st.story is not None and st.story_vectors is not None
         story_side = [
             (st.story.id, st.story_vectors),
-            *((p.id, p.vectors) for _, p in st.neighbours),
+            *((p.id, p.vectors) for _, p in st.profile),
         ]
         item_side = [(item_id, item), *((p.id, p.vectors) for _, p in nbs)]
         return neighbourhood_score(story_side, item_side, self._base)
@@ -264,10 +297,13 @@ class Monitor:
             return 1.0
         a = self._with_years(vectorise(analyse_entry(story), self.stats), story.id)
         b = self._with_years(vectorise(analyse_entry(entry), self.stats), entry.id)
-        story_side = [
-            (story.id, a),
-            *((p.id, p.vectors) for _, p in self.pool.nearest(a, exclude=story.id)),
-        ]
+        pool = self.pool
+        profile = story_profile(
+            pool.nearest(a, exclude=story.id),
+            lambda p: pool.nearest(p.vectors, exclude=p.id, keys=p.keys),
+            story_id=story.id,
+        )
+        story_side = [(story.id, a), *((p.id, p.vectors) for _, p in profile)]
         item_side = [
             (entry.id, b),
             *((p.id, p.vectors) for _, p in self.pool.nearest(b, exclude=entry.id)),
@@ -294,6 +330,8 @@ class Monitor:
         pool.borrow_years(fresh)
         # Pass 1: every item's neighbours, its direct similarity to the stories, and the
         # stories' neighbourhoods updated with the batch (a batch is judged as a whole).
+        memo: dict[str, Neighbours] = {}
+        changed: set[int] = set()
         for item in items:
             pooled = pool.get(item.entry.id)
             if pooled is None:  # a batch larger than the pool evicted it again
@@ -301,11 +339,16 @@ class Monitor:
             if pooled.borrowed and not item.vectors.years:
                 item.vectors = replace(item.vectors, years=pooled.vectors.years)
             item.neighbours = pool.nearest(item.vectors, exclude=item.entry.id, keys=pooled.keys)
+            memo[item.entry.id] = item.neighbours
             item.direct = self._direct(item.vectors)
             self._memo(item.entry.id, item.direct)
             for slot, sim in item.direct.items():
-                if sim >= NEIGHBOUR_FLOOR:
-                    self._offer(slot, sim, pooled)
+                if sim >= NEIGHBOUR_FLOOR and self._offer(slot, sim, pooled):
+                    changed.add(slot)
+        # Profiles follow their stories' nearest items (a profile also moves when an item
+        # enters a neighbour's own nearest items; that waits for the next refresh).
+        for slot in sorted(changed):
+            self._set_profile(slot, memo)
         # Pass 2: judge the candidate watches of every item.
         hits: dict[int, list[tuple[int, float, tuple[str, ...]]]] = {}
         for pos, item in enumerate(items):

@@ -15,7 +15,7 @@ postings of its own most distinctive keys, never the whole pool. Pure, in memory
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from operator import itemgetter
 
@@ -29,6 +29,9 @@ from feedservice.monitor.score import (
 )
 
 K = 3  # neighbours per text (story or item); K=3 cross-validated best of 2..5 on ECB+ dev
+PROFILE = 4  # pooled items on a story's side of the comparison (see story_profile)
+RESTART = 0.3  # story_profile's restart probability: mass spreads about 2 hops from the story
+PROFILE_ROUNDS = 20  # power iterations (the walk's graph is at most 1 + K + K*K nodes)
 POOL_CAPACITY = 20_000
 KEEP_TERMS = 128  # a pooled item keeps its heaviest word keys...
 KEEP_ENTITIES = 64  # ...name keys...
@@ -70,6 +73,72 @@ def _top(part: Sparse, k: int) -> Sparse:
     if len(part) <= k:
         return part
     return dict(sorted(part.items(), key=_weight, reverse=True)[:k])
+
+
+Neighbours = list[tuple[float, PoolItem]]
+
+
+def story_profile(
+    nearest: Neighbours,
+    neighbours_of: Callable[[PoolItem], Neighbours],
+    *,
+    story_id: str | None = None,
+    size: int = PROFILE,
+    restart: float = RESTART,
+    rounds: int = PROFILE_ROUNDS,
+) -> Neighbours:
+    """The ``size`` pooled items a random walk from the story visits most (personalised
+    PageRank over the K-nearest-neighbour graph, cut 2 hops from the story), with their visit
+    mass, most visited first. ``nearest``: the story's own nearest items (raw similarity,
+    most similar first); ``neighbours_of(item)``: a pooled item's nearest items.
+
+    Why: the items directly nearest to a story are not always the core of its event. A story
+    with few close items (a blog post about a quake, naming landmarks its coverage does not)
+    gets the items its neighbours agree on, reached through chains of strongly similar items,
+    and an item close to the story on topic words only but to nothing else of the event loses
+    its place to an item many of the event's reports point to. Each step moves to a neighbour
+    with probability proportional to the similarity and jumps back to the story with
+    probability ``restart`` (or when the walk reaches an item 2 hops out, whose neighbours are
+    not looked up: 1 + K neighbour searches per story). The story's own copy among the items
+    (``story_id``, e.g. the story file's text also published by a source) is the story: a step
+    to it is a step back to the story, and it is never part of the profile. On ECB+ dev,
+    threshold fitted on the training topics, F1 rises in string order (odd/even 0.904 ->
+    0.929, leave-one-topic-out 0.897 -> 0.921) and holds in numeric order (0.904 -> 0.918,
+    0.910 -> 0.911); see docs/benchmarks.md.
+    """
+    nodes: dict[str, PoolItem] = {}
+    edges: dict[str, list[tuple[str | None, float]]] = {}
+
+    def out_edges(pairs: Neighbours) -> list[tuple[str | None, float]]:
+        total = sum(sim for sim, _ in pairs)
+        if total <= 0.0:
+            return []
+        for _, item in pairs:
+            nodes.setdefault(item.id, item)
+        return [(None if item.id == story_id else item.id, sim / total) for sim, item in pairs]
+
+    first = out_edges(nearest)
+    if not first:
+        return []
+    for item_id, _ in first:
+        if item_id is not None and item_id not in edges:
+            edges[item_id] = out_edges(neighbours_of(nodes[item_id]))
+    mass: dict[str | None, float] = {None: 1.0}  # None: the story
+    for _ in range(rounds):
+        step: dict[str | None, float] = {None: restart}
+        for node, m in mass.items():
+            out = first if node is None else edges.get(node, [])
+            if not out:  # 2 hops out (not expanded) or no neighbours: back to the story
+                step[None] += (1.0 - restart) * m
+                continue
+            for target, share in out:
+                step[target] = step.get(target, 0.0) + (1.0 - restart) * m * share
+        mass = step
+    ranked = sorted(
+        ((m, nodes[node]) for node, m in mass.items() if node is not None),
+        key=lambda x: -x[0],
+    )
+    return ranked[:size]
 
 
 def compact(vectors: Vectors) -> Vectors:

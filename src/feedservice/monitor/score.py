@@ -15,9 +15,11 @@ names no year carries the years of its nearest item, when that item names its ow
 Sunday" is dated by its closest coverage.
 
 The score a watch sees is the *neighbourhood* score (:func:`neighbourhood_score`): the mean base
-similarity between {story + its up to 3 nearest items} and {item + its up to 3 nearest items},
-a text counting 1.0 with itself. A neighbour must itself be related (base >= ``NEIGHBOUR_FLOOR``,
-the base blend's own cross-validated threshold). A follow-up sits among other follow-ups, so
+similarity between {story + its profile} and {item + its up to 3 nearest items}, a text
+counting 1.0 with itself; the profile is the up to 4 items a walk from the story over
+nearest-item links visits most (:func:`feedservice.monitor.neighbours.story_profile`). A
+neighbour must itself be related (base >= ``NEIGHBOUR_FLOOR``, the base blend's own
+cross-validated threshold). A follow-up sits among other follow-ups, so
 the two neighbourhoods overlap; a same-topic story about another event has its own neighbours
 (its event's coverage) and the mean drops. See ``bench/related.py`` and docs/benchmarks.md.
 
