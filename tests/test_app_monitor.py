@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 
 from feedservice.app import App, target_key
 from feedservice.config import Config, SmtpConfig, load_config
-from feedservice.errors import ConfigError
+from feedservice.errors import ConfigError, StorageError
 from feedservice.model import NotifyTarget, Watch
 from feedservice.monitor import ANALYSIS_TAG, engine
 from feedservice.notify import Notification, notification_key
@@ -670,6 +670,41 @@ async def test_matched_before_the_mark_moved_is_matched_again_harmlessly(
         assert app.store.monitored_upto() == (app.store.last_entry_pk(),) * 2
     assert len(rec.attempts) == 1
     assert (tmp_path / "feeds" / "hq.json").read_bytes() == feed
+
+
+async def test_a_match_is_stored_with_its_notification_or_not_at_all(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    # The write of the match and the write of its notification can be cut apart (here the
+    # outbox refuses the insert, as a full disk would; a crash there did the same): with the
+    # match kept and its notification lost, matching the entry again after the restart found
+    # the match not new, and nobody was ever told.
+    rec, url = receiver
+    rec.up = True
+    config = watch_config(tmp_path, (NotifyTarget("webhook", url),))
+    clock = Clock()
+    db = tmp_path / "var" / "feedservice.sqlite3"
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER no_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'full'); END"
+    )
+    conn.commit()
+    (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+    clock.advance(120)
+    async with App(config, clock=clock) as app:
+        with pytest.raises(StorageError):
+            await app.run_once()
+        assert app.store.watch_matches("hq", 10) == []  # not kept without its notification
+    conn.execute("DROP TRIGGER no_outbox")
+    conn.commit()
+    conn.close()
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()
+        assert report.matches == 1 and report.notified == 1
+    [payload] = rec.delivered.values()
+    assert payload["title"] == FOLLOW_UP_ITEM[1]
 
 
 async def test_a_database_from_before_the_mark_does_not_match_its_history_again(

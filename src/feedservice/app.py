@@ -802,6 +802,7 @@ class App:
         changed: set[str] = set()
         for m in found:
             entry = by_id[m.entry_id]
+            watch = self.watches[m.watch]
             sig = list(signature(entry))
             if m.watch not in known:
                 known[m.watch] = self.store.match_signatures(m.watch)
@@ -818,18 +819,15 @@ class App:
                     changed.add(m.watch)
                 continue
             also = tuple((by_id[a].source, a) for a in m.also if a in by_id)
-            rows.append(MatchRow(m, entry.source, sig, also))
+            notify = None
+            if watch.notify and (watch.name not in pending or watch.notify_backlog):
+                # queued with the match, if it is new (store.add_matches)
+                payload = Notification.from_match(watch, m, entry).to_json()
+                notify = (payload["key"], tuple(target_key(t) for t in watch.notify), payload)
+            rows.append(MatchRow(m, entry.source, sig, also, notify))
             known[m.watch].append((entry.source, entry.id, sig))
         fresh = self.store.add_matches(rows, now=now)
-        for row in fresh:
-            watch = self.watches[row.match.watch]
-            changed.add(watch.name)
-            if watch.notify and (watch.name not in pending or watch.notify_backlog):
-                entry = by_id[row.match.entry_id]
-                payload = Notification.from_match(watch, row.match, entry).to_json()
-                self.store.enqueue(
-                    payload["key"], [target_key(t) for t in watch.notify], payload, now=now
-                )
+        changed.update(row.match.watch for row in fresh)
         return len(fresh), changed
 
     def publish_watches(self, watches: Iterable[Watch]) -> tuple[list[Path], list[str]]:
