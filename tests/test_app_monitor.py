@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 
 from feedservice.app import App, target_key
 from feedservice.config import Config, SmtpConfig, load_config
-from feedservice.errors import ConfigError
+from feedservice.errors import ConfigError, StorageError
 from feedservice.model import NotifyTarget, Watch
 from feedservice.monitor import ANALYSIS_TAG, engine
 from feedservice.notify import Notification, notification_key
@@ -583,3 +583,192 @@ async def test_stale_or_unreadable_saved_analyses_are_recomputed(
     # as if there had been no saved analyses: the wrong bytes were not trusted
     assert runs["stale"] == runs["missing"]
     assert runs["unreadable"] == runs["missing"]
+
+
+# --- a crash between storing a poll's entries and matching them -----------------------------
+
+
+def _set_monitored_mark(db: Path, value: int | None) -> None:
+    """Rewrite the store's monitor mark as an older run would have left it (None: a
+    database from before the mark existed)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("DELETE FROM meta WHERE key = 'monitor.matched_upto'")
+        if value is not None:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('monitor.matched_upto', ?)", (str(value),)
+            )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def _store_without_matching(app: App) -> list[str]:
+    """What a pass does until the process is killed: the due sources are polled (and their
+    entries stored) as the pass polls them, and the monitoring step never comes. Returns
+    the ids of the new entries."""
+    new: list[str] = []
+    for poll in app.store.due_polls(app.clock(), force=False):
+        report = await app.poll_source(poll.name, poll)
+        new += [e.id for e in report.new]
+    return new
+
+
+async def test_a_follow_up_stored_but_not_matched_before_a_crash_is_notified_once(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.up = True
+    config = watch_config(tmp_path, (NotifyTarget("webhook", url),))
+    clock = Clock()
+    async with App(config, clock=clock) as app:
+        await app.run_once()  # the watch's first pass: nothing related yet
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        clock.advance(120)
+        [follow_up] = await _store_without_matching(app)
+        assert not app.store.is_matched("hq", "wire", follow_up)
+    # the restart: the follow-up is not new to the poller any more, yet it is matched,
+    # published and notified
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()
+        assert report.new == 0
+        assert report.matches == 1 and report.notified == 1
+        assert app.store.is_matched("hq", "wire", follow_up)
+    assert [i["title"] for i in watch_items(tmp_path, "hq")] == [FOLLOW_UP_ITEM[1]]
+    [payload] = rec.delivered.values()
+    assert payload["title"] == FOLLOW_UP_ITEM[1] and payload["watch"] == "hq"
+    # a second restart matches nothing again
+    clock.advance(120)
+    async with App(config, clock=clock) as app:
+        report = await app.run_once(force=True)
+        assert report.matches == 0 and report.notified == 0
+    assert len(rec.attempts) == 1
+
+
+async def test_matched_before_the_mark_moved_is_matched_again_harmlessly(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    # the process died after the matches and the notification were stored, before the mark
+    # moved past them: the restart matches them again, and nothing is reported twice
+    rec, url = receiver
+    rec.up = True
+    config = watch_config(tmp_path, (NotifyTarget("webhook", url),))
+    clock = Clock()
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+        before = app.store.last_entry_pk()
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        clock.advance(120)
+        report = await app.run_once()
+        assert report.matches == 1 and report.notified == 1
+    feed = (tmp_path / "feeds" / "hq.json").read_bytes()
+    _set_monitored_mark(tmp_path / "var" / "feedservice.sqlite3", before)
+    clock.advance(120)
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()
+        assert report.matches == 0 and report.notified == 0
+        assert app.store.monitored_upto() == (app.store.last_entry_pk(),) * 2
+    assert len(rec.attempts) == 1
+    assert (tmp_path / "feeds" / "hq.json").read_bytes() == feed
+
+
+async def test_a_match_is_stored_with_its_notification_or_not_at_all(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    # The write of the match and the write of its notification can be cut apart (here the
+    # outbox refuses the insert, as a full disk would; a crash there did the same): with the
+    # match kept and its notification lost, matching the entry again after the restart found
+    # the match not new, and nobody was ever told.
+    rec, url = receiver
+    rec.up = True
+    config = watch_config(tmp_path, (NotifyTarget("webhook", url),))
+    clock = Clock()
+    db = tmp_path / "var" / "feedservice.sqlite3"
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER no_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'full'); END"
+    )
+    conn.commit()
+    (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+    clock.advance(120)
+    async with App(config, clock=clock) as app:
+        with pytest.raises(StorageError):
+            await app.run_once()
+        assert app.store.watch_matches("hq", 10) == []  # not kept without its notification
+    conn.execute("DROP TRIGGER no_outbox")
+    conn.commit()
+    conn.close()
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()
+        assert report.matches == 1 and report.notified == 1
+    [payload] = rec.delivered.values()
+    assert payload["title"] == FOLLOW_UP_ITEM[1]
+
+
+async def test_a_database_from_before_the_mark_does_not_match_its_history_again(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.up = True
+    config = watch_config(tmp_path, (NotifyTarget("webhook", url),))
+    clock = Clock()
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        clock.advance(120)
+        [follow_up] = await _store_without_matching(app)
+    # as the previous test, but the database has no mark: its entries are not new again
+    _set_monitored_mark(tmp_path / "var" / "feedservice.sqlite3", None)
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()
+        assert report.matches == 0 and report.notified == 0
+        assert not app.store.is_matched("hq", "wire", follow_up)
+        last = app.store.last_entry_pk()
+        assert app.store.monitored_upto() == (last, last)
+    assert watch_items(tmp_path, "hq") == []
+    assert rec.attempts == []
+
+
+async def test_caught_up_entries_are_a_new_watchs_backlog_not_notified(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.up = True
+    config = watch_config(tmp_path, (NotifyTarget("webhook", url),))
+    clock = Clock()
+    async with App(replace(config, watches=()), clock=clock) as app:
+        await app.run_once()  # no watch yet
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        clock.advance(120)
+        assert len(await _store_without_matching(app)) == 1
+    # restarted with the watch added: the caught-up follow-up is part of its first run
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()
+        assert report.matches == 1 and report.notified == 0
+    assert [i["title"] for i in watch_items(tmp_path, "hq")] == [FOLLOW_UP_ITEM[1]]
+    assert rec.attempts == []
+
+
+async def test_a_crash_before_matching_then_a_restart_matches_as_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    kept = tmp_path / "kept"
+    config = _restart_setup(kept)
+    counts = await _run_passes(kept, config, Clock(), range(3), restart=False)
+    root = tmp_path / "crashed"
+    config = _restart_setup(root)
+    clock = Clock()
+    first = await _run_passes(root, config, clock, range(1), restart=True)
+    _serve_pass(root, 1)
+    clock.advance(120)
+    async with App(config, clock=clock) as app:
+        assert len(await _store_without_matching(app)) == 40
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()  # nothing due: the pass only catches up
+        assert report.new == 0 and not report.polled
+        caught = report.matches
+    rest = await _run_passes(root, config, clock, range(2, 3), restart=True)
+    assert [*first, caught, *rest] == counts
+    assert _matches(root) == _matches(kept)

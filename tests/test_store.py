@@ -324,6 +324,42 @@ def test_iter_entries_newest(store, now: datetime) -> None:  # type: ignore[no-u
     assert sum(len(b) for b in store.iter_entries(newest=50)) == 10
 
 
+def test_monitored_mark_and_entries_after_it(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    assert store.monitored_upto() == (None, 0)
+    store.upsert_entries("wire", [_entry(i) for i in range(3)], now=now)
+    store.set_monitored_upto()  # up to the last entry stored now
+    mark = store.last_entry_pk()
+    assert store.monitored_upto() == (mark, mark)
+    store.upsert_entries("wire", [_entry(i) for i in range(3, 6)], now=now)
+    after = [e.id for b in store.iter_entries(batch=2, after=mark) for e in b]
+    assert after == ["id-3", "id-4", "id-5"]
+    assert [e.id for b in store.iter_entries(after=mark, upto=mark + 2) for e in b] == [
+        "id-3",
+        "id-4",
+    ]
+    store.set_monitored_upto(mark + 1)
+    assert store.monitored_upto() == (mark + 1, mark + 3)
+
+
+def test_removing_the_newest_entries_moves_the_monitored_mark_down(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    # SQLite gives a new row the largest pk + 1: with the newest entry removed, the next one
+    # takes its pk. Were the mark left there, a catch-up would pass the new entry by.
+    store.upsert_entries("wire", [_entry(i) for i in range(3)], now=now)
+    store.set_monitored_upto()
+    mark, _ = store.monitored_upto()
+    assert store.delete_entries("wire", ["id-2"]) == 1
+    store.upsert_entries("wire", [_entry(9)], now=now)
+    reused = store.last_entry_pk()
+    assert reused == mark  # SQLite's rowid reuse, which the mark has to follow
+    lowered, last = store.monitored_upto()
+    assert lowered is not None and lowered < reused == last
+    assert [e.id for b in store.iter_entries(after=lowered) for e in b] == ["id-9"]
+    # removing an older entry leaves the mark alone
+    store.set_monitored_upto()
+    store.delete_entries("wire", ["id-0"])
+    assert store.monitored_upto() == (last, last)
+
+
 def test_migration_from_v2_makes_the_newest_entries_index_covering(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite3"
     open_store(path).close()

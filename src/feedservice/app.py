@@ -115,6 +115,7 @@ class _PassState:
     changed: int = 0
     matched: int = 0
     flushed_at: float = 0.0
+    caught_up: bool = True  # every entry stored before ``entries`` was matched
 
     def add(self, report: PollReport) -> None:
         self.entries += report.new
@@ -153,6 +154,9 @@ class App:
         # the newest entry stored before this pass: a monitor built during the pass pools the
         # entries up to it, as one built before the pass would have
         self._entries_mark: int | None = None
+        # False: entries may be stored that the monitor never matched (this process is new,
+        # or a pass failed); the next pass reads the store's mark and catches up first
+        self._caught_up = False
         self._stories: dict[str, Entry | None] = {}
         # feed file -> (fingerprint of what it was rendered from, its size, its mtime_ns)
         self._published: dict[Path, tuple[int, int, int]] = {}
@@ -294,10 +298,21 @@ class App:
             if not self._published_since_open:
                 publish_all = True
                 self._published_since_open = True
+            catch_up, last = self._check_monitored()
             if self._watch_inputs and self._monitor is None:
-                self._entries_mark = self.store.last_entry_pk()
-            pending, backlog_matched = self._begin_monitor_pass()
-            state = _PassState(pending_watches=pending, backlog_watches=backlog_matched)
+                # a monitor built now pools what it matched before; the rest it catches up on
+                if catch_up is not None:
+                    self._entries_mark = catch_up[0]
+                else:
+                    self._entries_mark = last if last is not None else self.store.last_entry_pk()
+            pending = {w.name for w in self.config.watches if not self._watch_ready(w)}
+            state = _PassState(pending_watches=pending)
+            if catch_up is not None:
+                self._catch_up(state, *catch_up)
+            # until this pass ends well (it may fail with entries stored and not matched),
+            # the next pass checks the store's mark again
+            self._caught_up = False
+            state.backlog_watches = self._begin_monitor_pass(pending)
             try:
                 reports = await self.poll_many(due, state)
             except asyncio.CancelledError:
@@ -307,6 +322,7 @@ class App:
                 self._finish_polling(state, publish_all=publish_all)
                 raise
             self._finish_polling(state, publish_all=publish_all)
+            self._caught_up = state.caught_up
             notified = await self.deliver_notifications()
             return PassReport(
                 polled=tuple(reports),
@@ -340,7 +356,8 @@ class App:
         New entries go to the monitor and touched feeds are republished in batches while
         the pass runs, so memory stays bounded on a cold start of thousands of sources and
         a source that hangs until its timeout does not hold back the others' entries."""
-        state = state if state is not None else _PassState()
+        # outside a pass, its batches move the monitor's mark only if nothing is left behind it
+        state = state if state is not None else _PassState(caught_up=self._caught_up)
         loop = asyncio.get_running_loop()
         state.flushed_at = loop.time()
         reports: list[PollReport] = []
@@ -415,6 +432,12 @@ class App:
             except Exception as exc:  # the monitor must never stop polling and publishing
                 log.exception("monitor failed")
                 state.errors.append(f"monitor: {exc}")
+                state.caught_up = False  # the next pass tries these once more
+            # Every entry stored so far is matched now: a poll's entries reach the pass
+            # state with no await after they are stored. Recorded after the matches and
+            # their notifications, so a crash in between matches again, never skips.
+            if state.caught_up:
+                self.store.set_monitored_upto()
             state.entries = []
         state.unpublished_watches |= fresh_watches
         if not (final or state.touched or state.unpublished_watches):
@@ -677,15 +700,58 @@ class App:
             rows.append((entry.source, entry.id, None if item is None else encode_item(item)))
         self.store.save_analyses(rows, tag=ANALYSIS_TAG)
 
-    def _begin_monitor_pass(self) -> tuple[set[str], set[str]]:
-        """Watches in their first pass: match everything already stored (their backlog).
-        Their matches during this pass are published but not notified unless
-        ``notify_backlog``. Returns their names and those with matches."""
-        pending = {w.name for w in self.config.watches if not self._watch_ready(w)}
+    def _check_monitored(self) -> tuple[tuple[int, int] | None, int | None]:
+        """Whether entries were stored that the monitor never matched: a process killed
+        (SIGKILL, a crash, a power cut) between storing a poll's entries and matching them,
+        or a pass that failed. After a restart those entries are not new any more, so only
+        the store's mark (:meth:`Store.set_monitored_upto`) tells. Read once after start-up
+        and after a failed pass, not in every pass.
+
+        Returns the pks to catch up on (after, up to) or None, and the last entry's pk when
+        it was read."""
+        if self._caught_up:
+            return None, None
+        mark, last = self.store.monitored_upto()
+        if mark is None or mark > last:
+            # No mark: a database from before the mark existed (or a new one). Its entries
+            # were matched when they were new (or predate every watch): not new again.
+            # Above the last entry: the newest entries were removed (a restored backup).
+            self.store.set_monitored_upto(last)
+            return None, last
+        return ((mark, last) if mark < last else None), last
+
+    def _catch_up(self, state: _PassState, after: int, upto: int) -> None:
+        """Match the entries stored after ``after`` up to ``upto`` as new ones (published,
+        and notified unless their watch is in its backlog pass), then move the mark to
+        ``upto``. One matched already (the process died after matching, before the mark)
+        is harmless: matches and notifications are stored once per watch and entry."""
+        if self._watch_inputs:
+            count = 0
+            try:
+                for batch in self.store.iter_entries(after=after, upto=upto):
+                    changed, matched = self.monitor_entries(batch, pending=state.pending_watches)
+                    state.unpublished_watches |= changed
+                    state.matched += matched
+                    count += len(batch)
+            except StorageError:
+                raise
+            except Exception as exc:  # as in a pass: logged, and these are not tried again
+                log.exception("monitor failed catching up")
+                state.errors.append(f"monitor: {exc}")
+            if count:
+                log.info("monitor: matched %d entries stored but not matched before", count)
+            if self._monitor is None:
+                self._entries_mark = upto
+        self.store.set_monitored_upto(upto)
+
+    def _begin_monitor_pass(self, pending: set[str]) -> set[str]:
+        """Watches in their first pass (``pending``): match everything already stored (their
+        backlog). Their matches during this pass are published but not notified unless
+        ``notify_backlog``. Returns the names of those with matches."""
         changed: set[str] = set()
         monitor = self._monitor_for_pass() if pending else None
         if monitor is None:
-            return pending, changed
+            return changed
         backlog = Monitor(
             [wi for wi in self._watch_inputs if wi.watch.name in pending],
             stats=monitor.stats,
@@ -693,7 +759,7 @@ class App:
         )
         for batch in self.store.iter_entries():
             changed |= self._record_matches(backlog.match(batch), batch, pending=pending)[1]
-        return pending, changed
+        return changed
 
     def _end_monitor_pass(self, state: _PassState) -> None:
         for name in state.pending_watches:
@@ -736,6 +802,7 @@ class App:
         changed: set[str] = set()
         for m in found:
             entry = by_id[m.entry_id]
+            watch = self.watches[m.watch]
             sig = list(signature(entry))
             if m.watch not in known:
                 known[m.watch] = self.store.match_signatures(m.watch)
@@ -752,18 +819,15 @@ class App:
                     changed.add(m.watch)
                 continue
             also = tuple((by_id[a].source, a) for a in m.also if a in by_id)
-            rows.append(MatchRow(m, entry.source, sig, also))
+            notify = None
+            if watch.notify and (watch.name not in pending or watch.notify_backlog):
+                # queued with the match, if it is new (store.add_matches)
+                payload = Notification.from_match(watch, m, entry).to_json()
+                notify = (payload["key"], tuple(target_key(t) for t in watch.notify), payload)
+            rows.append(MatchRow(m, entry.source, sig, also, notify))
             known[m.watch].append((entry.source, entry.id, sig))
         fresh = self.store.add_matches(rows, now=now)
-        for row in fresh:
-            watch = self.watches[row.match.watch]
-            changed.add(watch.name)
-            if watch.notify and (watch.name not in pending or watch.notify_backlog):
-                entry = by_id[row.match.entry_id]
-                payload = Notification.from_match(watch, row.match, entry).to_json()
-                self.store.enqueue(
-                    payload["key"], [target_key(t) for t in watch.notify], payload, now=now
-                )
+        changed.update(row.match.watch for row in fresh)
         return len(fresh), changed
 
     def publish_watches(self, watches: Iterable[Watch]) -> tuple[list[Path], list[str]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import Connection
@@ -51,6 +52,20 @@ class StoreBase:
     def _flush_polls(self) -> None:
         """Write buffered writes before a transaction that asks for it: nothing here; the
         sources part buffers successful polls and overrides this."""
+
+    def _enqueue_in(
+        self,
+        conn: Connection,
+        key: str,
+        targets: Sequence[str],
+        payload: dict[str, Any],
+        *,
+        now: datetime,
+    ) -> int:
+        """Queue a notification in the caller's transaction: the outbox part overrides this,
+        so a match and its notification are stored together (the matches part knows no
+        outbox SQL)."""
+        raise NotImplementedError
 
     @contextmanager
     def _tx(self, *, flush: bool = False) -> Iterator[Connection]:

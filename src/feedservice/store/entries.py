@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Integer, and_, bindparam, cast, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 
 from feedservice.model import Entry
@@ -125,6 +125,16 @@ class EntriesMixin(StoreBase):
                     delete(entries).where(and_(entries.c.source == source, entries.c.id.in_(chunk)))
                 )
                 removed += int(done.rowcount or 0)
+            if removed:
+                # SQLite gives a new row the largest pk + 1: had the newest entries gone, the
+                # next one would take a pk at or below the monitor's mark and a catch-up after
+                # a crash would pass it by. The mark follows the largest pk down instead.
+                last = conn.execute(select(func.coalesce(func.max(entries.c.pk), 0))).scalar_one()
+                conn.execute(
+                    update(meta)
+                    .where(and_(meta.c.key == _MONITORED_KEY, cast(meta.c.value, Integer) > last))
+                    .values(value=str(last))
+                )
         return removed
 
     @_translated
@@ -172,12 +182,18 @@ class EntriesMixin(StoreBase):
 
     @_translated
     def iter_entries(
-        self, *, batch: int = 1000, newest: int | None = None, upto: int | None = None
+        self,
+        *,
+        batch: int = 1000,
+        newest: int | None = None,
+        upto: int | None = None,
+        after: int = 0,
     ) -> Iterator[list[Entry]]:
         """Every stored entry (or only the ``newest`` N), oldest first, in batches: the
         monitor's backlog pass and its pool of recent items after a restart. ``upto``: only
-        entries stored up to the one :meth:`last_entry_pk` returned then."""
-        last = 0 if newest is None else self._newest_after(newest, upto)
+        entries stored up to the one :meth:`last_entry_pk` returned then; ``after``: only
+        those stored after that one (the monitor's catch-up, :meth:`monitored_upto`)."""
+        last = after if newest is None else max(after, self._newest_after(newest, upto))
         while True:
             q = select(*ENTRY_COLUMNS).where(entries.c.pk > last)
             if upto is not None:
@@ -279,6 +295,32 @@ class EntriesMixin(StoreBase):
             return int(conn.execute(select(func.coalesce(func.max(entries.c.pk), 0))).scalar_one())
 
     @_translated
+    def monitored_upto(self) -> tuple[int | None, int]:
+        """(the mark :meth:`set_monitored_upto` left, or None if it never ran; the
+        :meth:`last_entry_pk`), in one read: the entries after the mark were stored but
+        perhaps never matched by the monitor (the process died in between)."""
+        q = select(
+            select(meta.c.value).where(meta.c.key == _MONITORED_KEY).scalar_subquery(),
+            select(func.coalesce(func.max(entries.c.pk), 0)).scalar_subquery(),
+        )
+        with self._connect() as conn:
+            mark, last = conn.execute(q).one()
+        return (None if mark is None else int(mark)), int(last)
+
+    @_translated
+    def set_monitored_upto(self, pk: int | None = None) -> None:
+        """Remember that the monitor has matched every entry up to ``pk`` (None: up to the
+        last stored now). Call it only after the matches and notifications of those entries
+        are stored: a crash in between then matches them again (matches and the outbox are
+        idempotent), never skips them."""
+        with self._tx() as conn:
+            if pk is None:
+                pk = int(
+                    conn.execute(select(func.coalesce(func.max(entries.c.pk), 0))).scalar_one()
+                )
+            self._set_meta(conn, _MONITORED_KEY, str(pk))
+
+    @_translated
     def count_entries(self, *, upto: int | None = None) -> int:
         q = select(func.count()).select_from(entries)
         if upto is not None:
@@ -348,6 +390,7 @@ _EXISTING = select(
 _INSERT = insert(entries)
 _MAX_PK = 2**63 - 1
 _PRUNED_KEY = "store.analyses_pruned_upto"  # entries up to this pk hold no saved analysis
+_MONITORED_KEY = "monitor.matched_upto"  # the monitor matched every entry up to this pk
 _SAVE_ANALYSIS = (
     update(entries)
     .where(and_(entries.c.source == bindparam("b_source"), entries.c.id == bindparam("b_id")))

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Connection
@@ -20,13 +21,15 @@ RECENT_SIGNATURES = 2000  # matches a new match of a watch is compared with (nea
 
 @dataclass(frozen=True, slots=True)
 class MatchRow:
-    """A match to store: the entry's source, its MinHash signature and the (source, id) of
-    near-duplicates from other outlets ("also reported by")."""
+    """A match to store: the entry's source, its MinHash signature, the (source, id) of
+    near-duplicates from other outlets ("also reported by") and the notification to queue
+    if the match is new: (idempotency key, targets, payload)."""
 
     match: Match
     source: str
     signature: list[int] | None = None
     also: tuple[tuple[str, str], ...] = ()
+    notify: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,9 @@ class MatchesMixin(StoreBase):
     @_translated
     def add_matches(self, found: Sequence[MatchRow], *, now: datetime) -> list[MatchRow]:
         """Store matches; returns only the ones that are new, so a watch never reports the
-        same entry twice, across restarts."""
+        same entry twice, across restarts. A new match's notification (``notify``) is queued
+        in the same transaction: a crash cannot keep the match and lose its notification
+        (matching the entry again would find the match not new, and queue nothing)."""
         fresh: list[MatchRow] = []
         with self._tx() as conn:
             for row in found:
@@ -63,6 +68,9 @@ class MatchesMixin(StoreBase):
                         matched_at=now,
                     )
                 )
+                if row.notify is not None:
+                    key, targets, payload = row.notify
+                    self._enqueue_in(conn, key, targets, payload, now=now)
                 fresh.append(row)
         return fresh
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from feedservice.store._base import StoreBase, _translated
 from feedservice.store.schema import outbox
@@ -32,27 +33,38 @@ class OutboxMixin(StoreBase):
     ) -> int:
         """Queue one notification per target; a (key, target) already queued is left alone,
         so a delivered match is never sent again. Returns how many were queued."""
+        with self._tx() as conn:
+            return self._enqueue_in(conn, key, targets, payload, now=now)
+
+    def _enqueue_in(
+        self,
+        conn: Connection,
+        key: str,
+        targets: Sequence[str],
+        payload: dict[str, Any],
+        *,
+        now: datetime,
+    ) -> int:
         queued = 0
         body = json.dumps(payload, sort_keys=True)
-        with self._tx() as conn:
-            for target in targets:
-                exists = conn.execute(
-                    select(outbox.c.pk).where(and_(outbox.c.key == key, outbox.c.target == target))
-                ).first()
-                if exists:
-                    continue
-                conn.execute(
-                    insert(outbox).values(
-                        key=key,
-                        target=target,
-                        payload=body,
-                        attempts=0,
-                        next_attempt_at=now,
-                        failed=False,
-                        created_at=now,
-                    )
+        for target in targets:
+            exists = conn.execute(
+                select(outbox.c.pk).where(and_(outbox.c.key == key, outbox.c.target == target))
+            ).first()
+            if exists:
+                continue
+            conn.execute(
+                insert(outbox).values(
+                    key=key,
+                    target=target,
+                    payload=body,
+                    attempts=0,
+                    next_attempt_at=now,
+                    failed=False,
+                    created_at=now,
                 )
-                queued += 1
+            )
+            queued += 1
         return queued
 
     @_translated
