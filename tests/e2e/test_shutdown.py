@@ -86,15 +86,11 @@ def origin() -> Iterator[tuple[Origin, str]]:
     server.server_close()
 
 
-def test_sigterm_mid_pass_keeps_the_matches_of_what_was_polled(
-    tmp_path: Path, origin: tuple[Origin, str]
-) -> None:
-    # Found by a signal test: SIGTERM cancelled the pass at once, and the entries it had
-    # stored but not yet handed to the monitor were never matched (after a restart they are
-    # not new any more): the watch silently missed the follow-up.
-    state, base = origin
-    port = free_port()
+def wire_and_slow_site(tmp_path: Path, port: int, base: str, *, notify: str | None = None) -> Path:
+    """A config polling the origin's wire and slow feeds every second, with one watch on
+    STORY (posting to ``notify`` when given); its path."""
     (tmp_path / "story.txt").write_text(STORY)
+    hook = f"\n    notify:\n      - webhook: {notify}" if notify else ""
     config = tmp_path / "feedservice.yaml"
     config.write_text(
         f"""
@@ -115,9 +111,21 @@ sources:
     interval: 1s
 watches:
   - name: hq
-    story: story.txt
+    story: story.txt{hook}
 """
     )
+    return config
+
+
+def test_sigterm_mid_pass_keeps_the_matches_of_what_was_polled(
+    tmp_path: Path, origin: tuple[Origin, str]
+) -> None:
+    # Found by a signal test: SIGTERM cancelled the pass at once, and the entries it had
+    # stored but not yet handed to the monitor were never matched (after a restart they are
+    # not new any more): the watch silently missed the follow-up.
+    state, base = origin
+    port = free_port()
+    config = wire_and_slow_site(tmp_path, port, base)
     daemon = Daemon(config, port, tmp_path).start()
     try:
         daemon.wait_for("hq.json", lambda r: r.status == 200)  # the watch's backlog pass is done
@@ -159,32 +167,7 @@ def test_sigkill_after_storing_before_matching_is_matched_after_restart_once(
     # follow-up stored and unmatched; after the restart it is not new to the poller.
     state, base = origin
     port = free_port()
-    (tmp_path / "story.txt").write_text(STORY)
-    config = tmp_path / "feedservice.yaml"
-    config.write_text(
-        f"""
-service:
-  base_url: http://127.0.0.1:{port}/
-  listen: 127.0.0.1:{port}
-  feeds_dir: feeds
-  data_dir: var
-  dispatch_every: 0.3s
-fetch:
-  min_interval: 1s
-sources:
-  - name: wire
-    url: {base}/wire.xml
-    interval: 1s
-  - name: slow
-    url: {base}/slow.xml
-    interval: 1s
-watches:
-  - name: hq
-    story: story.txt
-    notify:
-      - webhook: {base}/hook
-"""
-    )
+    config = wire_and_slow_site(tmp_path, port, base, notify=f"{base}/hook")
     db = tmp_path / "var" / "feedservice.sqlite3"
     title = FOLLOW_UP_ITEM[1]
     daemon = Daemon(config, port, tmp_path).start()
