@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def watch_site(
+    root: Path,
+    port: int,
+    *,
+    story: str,
+    sources: Mapping[str, str],
+    notify: Sequence[str] = (),
+    smtp_port: int | None = None,
+) -> Path:
+    """Write ``root/story.txt`` and a config polling ``sources`` (name -> URL or file) every
+    second, with one watch "hq" on that story notifying ``notify`` (e.g. "webhook: URL");
+    return the config's path."""
+    (root / "story.txt").write_text(story)
+    smtp = (
+        f"smtp:\n  host: 127.0.0.1\n  port: {smtp_port}\n  from: feeds@example.org\n"
+        if smtp_port is not None
+        else ""
+    )
+    polled = "".join(f"  - name: {n}\n    url: {u}\n    interval: 1s\n" for n, u in sources.items())
+    targets = "".join(f"\n      - {t}" for t in notify)
+    if targets:
+        targets = "\n    notify:" + targets
+    config = root / "feedservice.yaml"
+    config.write_text(
+        f"""
+service:
+  base_url: http://127.0.0.1:{port}/
+  listen: 127.0.0.1:{port}
+  feeds_dir: feeds
+  data_dir: var
+  dispatch_every: 0.3s
+fetch:
+  min_interval: 1s
+{smtp}sources:
+{polled}watches:
+  - name: hq
+    story: story.txt{targets}
+"""
+    )
+    return config
 
 
 @dataclass

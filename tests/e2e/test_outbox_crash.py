@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, free_port
+from tests.e2e.daemon import Daemon, free_port, watch_site
 from tests.test_app_monitor import FOLLOW_UP_ITEM, STORY, UNRELATED_ITEM, wire
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -64,29 +64,9 @@ def test_killed_mid_delivery_delivers_after_restart_once(
 ) -> None:
     state, url = hook
     port = free_port()
-    (tmp_path / "story.txt").write_text(STORY)
     (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM]))
-    config = tmp_path / "feedservice.yaml"
-    config.write_text(
-        f"""
-service:
-  base_url: http://127.0.0.1:{port}/
-  listen: 127.0.0.1:{port}
-  feeds_dir: feeds
-  data_dir: var
-  dispatch_every: 0.3s
-fetch:
-  min_interval: 1s
-sources:
-  - name: wire
-    url: wire.xml
-    interval: 1s
-watches:
-  - name: hq
-    story: story.txt
-    notify:
-      - webhook: {url}
-"""
+    config = watch_site(
+        tmp_path, port, story=STORY, sources={"wire": "wire.xml"}, notify=[f"webhook: {url}"]
     )
     daemon = Daemon(config, port, tmp_path).start()
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, free_port
+from tests.e2e.daemon import Daemon, free_port, watch_site
 from tests.test_app_monitor import FOLLOW_UP_ITEM, STORY, UNRELATED_ITEM, wire
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -86,37 +86,6 @@ def origin() -> Iterator[tuple[Origin, str]]:
     server.server_close()
 
 
-def wire_and_slow_site(tmp_path: Path, port: int, base: str, *, notify: str | None = None) -> Path:
-    """A config polling the origin's wire and slow feeds every second, with one watch on
-    STORY (posting to ``notify`` when given); its path."""
-    (tmp_path / "story.txt").write_text(STORY)
-    hook = f"\n    notify:\n      - webhook: {notify}" if notify else ""
-    config = tmp_path / "feedservice.yaml"
-    config.write_text(
-        f"""
-service:
-  base_url: http://127.0.0.1:{port}/
-  listen: 127.0.0.1:{port}
-  feeds_dir: feeds
-  data_dir: var
-  dispatch_every: 0.3s
-fetch:
-  min_interval: 1s
-sources:
-  - name: wire
-    url: {base}/wire.xml
-    interval: 1s
-  - name: slow
-    url: {base}/slow.xml
-    interval: 1s
-watches:
-  - name: hq
-    story: story.txt{hook}
-"""
-    )
-    return config
-
-
 def test_sigterm_mid_pass_keeps_the_matches_of_what_was_polled(
     tmp_path: Path, origin: tuple[Origin, str]
 ) -> None:
@@ -125,7 +94,12 @@ def test_sigterm_mid_pass_keeps_the_matches_of_what_was_polled(
     # not new any more): the watch silently missed the follow-up.
     state, base = origin
     port = free_port()
-    config = wire_and_slow_site(tmp_path, port, base)
+    config = watch_site(
+        tmp_path,
+        port,
+        story=STORY,
+        sources={"wire": f"{base}/wire.xml", "slow": f"{base}/slow.xml"},
+    )
     daemon = Daemon(config, port, tmp_path).start()
     try:
         daemon.wait_for("hq.json", lambda r: r.status == 200)  # the watch's backlog pass is done
@@ -167,7 +141,13 @@ def test_sigkill_after_storing_before_matching_is_matched_after_restart_once(
     # follow-up stored and unmatched; after the restart it is not new to the poller.
     state, base = origin
     port = free_port()
-    config = wire_and_slow_site(tmp_path, port, base, notify=f"{base}/hook")
+    config = watch_site(
+        tmp_path,
+        port,
+        story=STORY,
+        sources={"wire": f"{base}/wire.xml", "slow": f"{base}/slow.xml"},
+        notify=[f"webhook: {base}/hook"],
+    )
     db = tmp_path / "var" / "feedservice.sqlite3"
     title = FOLLOW_UP_ITEM[1]
     daemon = Daemon(config, port, tmp_path).start()
@@ -242,29 +222,9 @@ def test_sigterm_during_a_delivery_lets_it_finish_and_it_is_not_sent_again(
     # off and, after the restart, sent again.
     state, url = slow_hook
     port = free_port()
-    (tmp_path / "story.txt").write_text(STORY)
     (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM]))
-    config = tmp_path / "feedservice.yaml"
-    config.write_text(
-        f"""
-service:
-  base_url: http://127.0.0.1:{port}/
-  listen: 127.0.0.1:{port}
-  feeds_dir: feeds
-  data_dir: var
-  dispatch_every: 0.3s
-fetch:
-  min_interval: 1s
-sources:
-  - name: wire
-    url: wire.xml
-    interval: 1s
-watches:
-  - name: hq
-    story: story.txt
-    notify:
-      - webhook: {url}
-"""
+    config = watch_site(
+        tmp_path, port, story=STORY, sources={"wire": "wire.xml"}, notify=[f"webhook: {url}"]
     )
     daemon = Daemon(config, port, tmp_path).start()
     try:
@@ -328,33 +288,14 @@ def test_sigterm_during_a_stuck_email_exits_within_ten_seconds(
     # and the interpreter waited for it at exit until the SMTP timeout (30 s).
     arrived, smtp_port = stuck_smtp
     port = free_port()
-    (tmp_path / "story.txt").write_text(STORY)
     (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM]))
-    config = tmp_path / "feedservice.yaml"
-    config.write_text(
-        f"""
-service:
-  base_url: http://127.0.0.1:{port}/
-  listen: 127.0.0.1:{port}
-  feeds_dir: feeds
-  data_dir: var
-  dispatch_every: 0.3s
-fetch:
-  min_interval: 1s
-smtp:
-  host: 127.0.0.1
-  port: {smtp_port}
-  from: feeds@example.org
-sources:
-  - name: wire
-    url: wire.xml
-    interval: 1s
-watches:
-  - name: hq
-    story: story.txt
-    notify:
-      - email: desk@example.org
-"""
+    config = watch_site(
+        tmp_path,
+        port,
+        story=STORY,
+        sources={"wire": "wire.xml"},
+        notify=["email: desk@example.org"],
+        smtp_port=smtp_port,
     )
     daemon = Daemon(config, port, tmp_path).start()
     try:
