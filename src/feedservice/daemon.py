@@ -20,7 +20,8 @@ from feedservice.server import build_web_app, request_logger
 
 log = logging.getLogger("feedservice")
 
-SHUTDOWN_GRACE = 8.0  # seconds to finish in-flight work on SIGTERM (we promise exit within 10 s)
+SHUTDOWN_GRACE = 7.0  # seconds to finish in-flight work on SIGTERM (we promise exit within 10 s;
+# a pass that outlives it is cancelled and gets CANCEL_GRACE more, then the server closes)
 CANCEL_GRACE = 1.5  # seconds for a pass cancelled after the grace to record what it did
 
 
