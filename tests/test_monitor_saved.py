@@ -36,6 +36,9 @@ TEXTS = {
     "q05": "Killer quake on Qeshm island\nA quake on Qeshm island killed ten people in 2005."
     "\nVillages near Qeshm were levelled, officials said.",
     "festival": "Harbour festival returns\nBoat parades and a night market along the quay.",
+    # numeric dates and numbers split by a space (analysed since ANALYSER_VERSION 2)
+    "dated": "Aftershocks jolt Qeshm\nPosted 11 / 28 / 05. The 6. 1 - magnitude quake left"
+    " 120, 000 people on the island without power.",
     "empty": "Untitled",
 }
 
@@ -159,7 +162,7 @@ def test_restored_items_are_not_recounted_or_reanalysed() -> None:
 # The analyser's output on the sample texts, pinned beside ANALYSER_VERSION. When this fails the
 # analysis changed, so items saved by the previous code are stale: bump ANALYSER_VERSION (in
 # monitor/text.py) and pin the new digest under it.
-PINNED = {1: "df33bf708b06a1c5"}
+PINNED = {2: "eb934a235e1e213b"}
 
 
 def test_a_changed_analysis_comes_with_a_new_analyser_version() -> None:

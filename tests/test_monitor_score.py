@@ -220,6 +220,33 @@ def test_extractor_finds_names_dates_and_numbers() -> None:
     assert "checks" not in f.entities  # a Title Case headline word seen nowhere else as a name
 
 
+@pytest.mark.parametrize(
+    ("text", "times", "numbers"),
+    [
+        ("Posted 11 / 27 / 2005 7: 21 AM", {"md:11-27", "y:2005"}, set()),
+        ("Published 11/28/05 at noon", {"md:11-28", "y:2005"}, set()),
+        ("27 / 09 / 2013 - Turkmenistan votes", {"md:9-27", "y:2013"}, set()),  # day first
+        ("2013 - 09 - 26 For the first time", {"md:9-26", "y:2013"}, set()),
+        ("The 6. 1 - magnitude quake hit", set(), {"n:6.1"}),
+        ("an island home to 120, 000 people", set(), {"n:120000"}),
+        ("some 3, 000, 000 voters", set(), {"n:3000000"}),
+        ("It happened in 2005. 9 people died.", {"y:2005"}, {"n:9"}),  # a sentence end
+        ("On May 3, 200 people marched", {"md:5-3"}, {"n:200"}),  # a date, then a number
+        ("Scores were 13 / 40 / 7 apart", set(), {"n:13", "n:40", "n:7"}),  # not a date
+    ],
+)
+def test_numeric_dates_and_numbers_split_by_a_space_are_recognised(
+    text: str, times: set[str], numbers: set[str]
+) -> None:
+    """Sources write dates as numbers ("11/28/05", ISO) and text arrives detokenised ("6. 1",
+    "120, 000"); ECB+ does both. A date is a date, a split number one number."""
+    f = analyse("Report", [text])
+    assert times <= f.times, f.times
+    assert numbers <= f.numbers, f.numbers
+    pieces = {"n:6", "n:1", "n:120", "n:000", "n:05"} - numbers
+    assert not pieces & f.numbers, f.numbers
+
+
 def test_punctuation_ends_a_name_and_a_glued_month_day_is_a_date() -> None:
     f = analyse(
         "Turkmen vote",

@@ -18,7 +18,7 @@ from feedservice.model import Entry
 # Bump when analyse() (or vectorise() in .score) would return something else for the same
 # text: pooled items saved by an older analyser are then analysed again after a restart
 # (see .saved; a feedservice upgrade does that too).
-ANALYSER_VERSION = 1
+ANALYSER_VERSION = 2
 
 
 def _wordset(text: str) -> frozenset[str]:
@@ -115,6 +115,67 @@ _ORDINAL_RE = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)$")
 # '"American Pie" star'. A hyphen inside a word ("Self-Defense") does not.
 _TOKEN_OR_BREAK_RE = re.compile(_TOKEN_RE.pattern + r"|[,;:()\[\]\"“”/–—]|(?<=\s)-|-(?=\s)")
 _MONTH_DAY_RE = re.compile(r"^([A-Za-z]{3,9})\.(\d{1,2})\.?$")  # "Dec.14"
+
+
+_MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+# Numeric dates, also as sloppy text spaces them ("11 / 28 / 05", "2013 - 09 - 26"): US order
+# month/day/year unless the first field cannot be a month (then day/month/year).
+_SLASH_DATE_RE = re.compile(r"\b(\d{1,2}) ?/ ?(\d{1,2}) ?/ ?(\d{4}|\d{2})\b")
+_ISO_DATE_RE = re.compile(r"\b((?:19|20)\d\d) ?- ?(\d{1,2}) ?- ?(\d{1,2})\b")
+# A decimal or a thousands group split by a space ("magnitude 6. 1", "120, 000"): text
+# detokenised or typed loosely; joined so that "6. 1" is one number, not a sentence end.
+_SPLIT_DECIMAL_RE = re.compile(r"\b(\d{1,2})\. (\d{1,2})\b(?! ?[/:])")
+_SPLIT_THOUSANDS_RE = re.compile(r"(\b[A-Za-z]+\.? )?\b(\d{1,3}(?:, \d{3})+)\b(?!,? ?\d)")
+
+
+def _spelled_date(month: int, day: int, year: str) -> str | None:
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    if len(year) == 2:
+        year = ("20" if int(year) < 50 else "19") + year
+    return f"{_MONTH_NAMES[month - 1]} {day} {year}"
+
+
+def _slash_date(m: re.Match[str]) -> str:
+    first, second = int(m.group(1)), int(m.group(2))
+    month, day = (second, first) if first > 12 else (first, second)
+    return _spelled_date(month, day, m.group(3)) or m.group(0)
+
+
+def _iso_date(m: re.Match[str]) -> str:
+    return _spelled_date(int(m.group(2)), int(m.group(3)), m.group(1)) or m.group(0)
+
+
+def normalise_numbers(text: str) -> str:
+    """Numeric dates spelled out ("11/28/05" -> "November 28 2005", ISO dates too) and numbers
+    split by a stray space joined ("6. 1" -> "6.1", "120, 000" -> "120000"), so dates and
+    quantities are recognised whatever way a source writes them."""
+    if not any(c.isdigit() for c in text):
+        return text
+    text = _ISO_DATE_RE.sub(_iso_date, text)
+    text = _SLASH_DATE_RE.sub(_slash_date, text)
+    text = _SPLIT_DECIMAL_RE.sub(r"\1.\2", text)
+    return _SPLIT_THOUSANDS_RE.sub(_thousands, text)
+
+
+def _thousands(m: re.Match[str]) -> str:
+    before = m.group(1) or ""
+    if before.strip().rstrip(".").lower() in MONTHS:
+        return m.group(0)  # "May 3, 200 people": a date, then a number
+    return before + m.group(2).replace(", ", "")
 
 
 def html_to_paragraphs(content_html: str) -> list[str]:
@@ -275,12 +336,12 @@ def analyse(title: str, paragraphs: list[str]) -> Features:
     # full stop can be headlines ("The talks were attended by U.S. Secretary ..." is prose).
     may_head: list[bool] = []
     if title.strip():
-        tokens, cut = _tokenise(title)
+        tokens, cut = _tokenise(normalise_numbers(title))
         sentences.append((tokens, TITLE_WEIGHT))
         cuts.append(cut)
         may_head.append(True)
     for paragraph in paragraphs:
-        for sentence in split_sentences(paragraph):
+        for sentence in split_sentences(normalise_numbers(paragraph)):
             tokens, cut = _tokenise(sentence)
             sentences.append((tokens, 1.0))
             cuts.append(cut)
