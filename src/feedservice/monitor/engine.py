@@ -425,11 +425,10 @@ class Monitor:
         """Watches that could match ``item``: a story close to the item or to one of its
         neighbours, or a story whose neighbourhood holds the item or one of its neighbours;
         plus the query-only watches the item's words could satisfy."""
-        states = self._states
         if not self.use_index:
             out = set(self._story_slots)
         else:
-            out = {s for s, sim in item.direct.items() if sim >= states[s].raw_threshold}
+            out = {s for s, sim in item.direct.items() if sim >= self._floor}
             nb_slots = self._nb_slots
             out.update(nb_slots.get(item.entry.id, ()))
             for _, p in item.neighbours:
@@ -437,7 +436,7 @@ class Monitor:
                 # the stories close to a neighbour, as found when it was matched (a pooled
                 # item this monitor never matched, e.g. observed at start-up, has none)
                 direct = self._direct_memo.get(p.id, {})
-                out.update(s for s, sim in direct.items() if sim >= states[s].raw_threshold)
+                out.update(s for s, sim in direct.items() if sim >= self._floor)
         index = self._index
         if index.has_queries:
             if item.qdoc is None:
