@@ -27,6 +27,7 @@ from feedservice.config import Config, SmtpConfig, load_config
 from feedservice.errors import ConfigError, StorageError
 from feedservice.model import NotifyTarget, Watch
 from feedservice.monitor import ANALYSIS_TAG, engine
+from feedservice.monitor.dedup import group_near_duplicates, near_duplicate, signature_of_text
 from feedservice.notify import Notification, notification_key
 from feedservice.store import open_store
 from tests.clock import Clock
@@ -326,6 +327,52 @@ async def test_bundled_sample_article_entry(tmp_path: Path) -> None:
         source, slug = item["url"].removeprefix(f"{base}stories/").removesuffix(".html").split("/")
         entry = app.story_entry(source, slug)
         assert entry is not None and entry.title == item["title"]
+
+
+def twins_the_batch_grouping_misses() -> tuple[str, str]:
+    """Two copies of a follow-up that are near-duplicates (estimated Jaccard >= 0.5) but
+    share no LSH band, so the monitor's banded grouping of a batch does not pair them: the
+    app's check against every recent match of the watch must (found by a seeded search)."""
+    text = (
+        "Defense Minister Yasukazu Hamada said on Tuesday that the joint headquarters agreed "
+        "with Lloyd Austin and Antony Blinken in Tokyo will let Japanese and U.S. forces decide "
+        "faster in a crisis and that the new command should be operational early next year "
+        "with a staff drawn from both countries and a three star general in charge of it"
+    )
+    words = text.split()
+    title = FOLLOW_UP_ITEM[1]
+    first = " ".join(words)
+    sig_a = signature_of_text(title + "\n" + first)
+    for seed in range(2000):
+        rng = random.Random(seed)
+        variant = list(words)
+        for pos in rng.sample(range(len(words)), 5):
+            variant[pos] = rng.choice(["soon", "also", "later", "again", "quickly"])
+        second = " ".join(variant)
+        sig_b = signature_of_text(title + "\n" + second)
+        if near_duplicate(sig_a, sig_b) and group_near_duplicates([sig_a, sig_b]) == [[0], [1]]:
+            return first, second
+    raise AssertionError("no near-duplicate pair that the bands miss")
+
+
+async def test_a_copy_the_batch_grouping_missed_joins_its_twin_and_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """Two outlets' copies matched in the same pass and not grouped by the monitor: the
+    second joins the first's match as "also reported by". It used to be dropped: the app
+    asked the store to attach it to a match not stored yet, and the copy was lost."""
+    first, second = twins_the_batch_grouping_misses()
+    config = watch_config(tmp_path, ())
+    title = FOLLOW_UP_ITEM[1]
+    (tmp_path / "wire.xml").write_text(
+        wire([UNRELATED_ITEM, ("copy-a", title, first), ("copy-b", title, second)])
+    )
+    async with App(config, clock=Clock()) as app:
+        report = await app.run_once()
+    assert not report.errors
+    [item] = watch_items(tmp_path, "hq")
+    urls = {item["url"]} | {a["url"] for a in item["_feedservice"]["also"]}
+    assert urls == {"https://wire.example/copy-a", "https://wire.example/copy-b"}
 
 
 @pytest.mark.parametrize(

@@ -799,6 +799,7 @@ class App:
         now = self.clock()
         known: dict[str, list[tuple[str, str, list[int]]]] = {}
         rows: list[MatchRow] = []
+        in_pass: dict[tuple[str, str, str], int] = {}  # (watch, source, id) -> index in rows
         changed: set[str] = set()
         for m in found:
             entry = by_id[m.entry_id]
@@ -815,7 +816,13 @@ class App:
                 None,
             )
             if twin is not None:
-                if self.store.add_also(m.watch, twin[0], twin[1], (entry.source, entry.id)):
+                row_at = in_pass.get((m.watch, *twin))
+                if row_at is not None:
+                    # the twin is matched in this pass and not stored yet: the copy joins its
+                    # row (asking the store would find no row, and the copy would be lost)
+                    row = rows[row_at]
+                    rows[row_at] = replace(row, also=(*row.also, (entry.source, entry.id)))
+                elif self.store.add_also(m.watch, twin[0], twin[1], (entry.source, entry.id)):
                     changed.add(m.watch)
                 continue
             also = tuple((by_id[a].source, a) for a in m.also if a in by_id)
@@ -824,6 +831,7 @@ class App:
                 # queued with the match, if it is new (store.add_matches)
                 payload = Notification.from_match(watch, m, entry).to_json()
                 notify = (payload["key"], tuple(target_key(t) for t in watch.notify), payload)
+            in_pass[(m.watch, entry.source, entry.id)] = len(rows)
             rows.append(MatchRow(m, entry.source, sig, also, notify))
             known[m.watch].append((entry.source, entry.id, sig))
         fresh = self.store.add_matches(rows, now=now)
