@@ -26,7 +26,7 @@ from feedservice.app import App, target_key
 from feedservice.config import Config, SmtpConfig, load_config
 from feedservice.errors import ConfigError, StorageError
 from feedservice.model import NotifyTarget, Watch
-from feedservice.monitor import ANALYSIS_TAG, engine
+from feedservice.monitor import ANALYSIS_TAG, ANCHOR_KEEP, ANCHOR_SCORE, engine
 from feedservice.monitor.dedup import group_near_duplicates, near_duplicate, signature_of_text
 from feedservice.notify import Notification, notification_key
 from feedservice.store import open_store
@@ -80,6 +80,27 @@ async def test_sample_watch_flags_follow_ups_not_unrelated(tmp_path: Path) -> No
     # the agency's copy of the wire story is one match with "also reported by"
     [usfj] = [i for i in items if i["title"].startswith("U.S. Forces Japan")]
     assert len(usfj["_feedservice"]["also"]) == 1
+
+
+async def test_a_new_watchs_backlog_gives_the_monitor_its_anchors(tmp_path: Path) -> None:
+    """A watch's first pass matches what is already stored with a monitor of its own (its
+    backlog); the strongest of those matches must become the running monitor's anchors, as
+    they would after a restart (read back from the store)."""
+    config = bundled_copy(tmp_path)
+    clock = Clock()
+    async with App(replace(config, watches=()), clock=clock) as app:
+        await app.run_once()  # the sources' entries are stored before the watch exists
+    clock.advance(60)
+    async with App(config, clock=clock) as app:
+        report = await app.run_once()
+        assert report.new == 0  # every match below comes from the backlog
+        monitor = app._monitor
+        assert monitor is not None
+        stored = app.store.strongest_matches(
+            "japan-us-hq", min_score=ANCHOR_SCORE, limit=ANCHOR_KEEP
+        )
+        assert stored, "the sample watch has strong matches"
+        assert monitor.anchors("japan-us-hq") == stored
 
 
 async def test_watch_feeds_validate(tmp_path: Path, shared_dir: Path) -> None:

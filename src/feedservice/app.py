@@ -38,6 +38,8 @@ from feedservice.fetch import FetchOptions, make_session
 from feedservice.model import Entry, FeedSpec, Match, NotifyTarget, Watch
 from feedservice.monitor import (
     ANALYSIS_TAG,
+    ANCHOR_KEEP,
+    ANCHOR_SCORE,
     CorpusStats,
     Monitor,
     PoolItem,
@@ -654,8 +656,20 @@ class App:
                 newest=monitor.pool.capacity, tag=ANALYSIS_TAG, upto=mark
             ):
                 self._restore(monitor, rows)
+        self._restore_anchors(monitor, [wi.watch.name for wi in self._watch_inputs])
         self._monitor = monitor
         return monitor
+
+    def _restore_anchors(self, monitor: Monitor, names: Iterable[str]) -> None:
+        """Give the monitor each watch's strongest stored matches (its anchors, see
+        :meth:`Monitor.add_anchors`), so a restarted or rebuilt monitor judges as one that
+        kept running."""
+        for name in names:
+            if self._stories.get(name) is not None:
+                monitor.add_anchors(
+                    name,
+                    self.store.strongest_matches(name, min_score=ANCHOR_SCORE, limit=ANCHOR_KEEP),
+                )
 
     def _restore(self, monitor: Monitor, rows: Sequence[SavedAnalysis]) -> None:
         """Pool stored entries (oldest first) from their saved analyses, re-analysing those
@@ -759,6 +773,7 @@ class App:
         )
         for batch in self.store.iter_entries():
             changed |= self._record_matches(backlog.match(batch), batch, pending=pending)[1]
+        self._restore_anchors(monitor, pending)  # the backlog's strongest matches
         return changed
 
     def _end_monitor_pass(self, state: _PassState) -> None:

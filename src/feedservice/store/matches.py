@@ -132,6 +132,21 @@ class MatchesMixin(StoreBase):
             return self._match_exists(conn, watch, source, entry_id)
 
     @_translated
+    def strongest_matches(
+        self, watch: str, *, min_score: float, limit: int
+    ) -> list[tuple[str, float]]:
+        """(entry id, score) of the watch's ``limit`` highest-scoring matches at or above
+        ``min_score``, best first (the monitor's anchors after a restart)."""
+        q = (
+            select(matches.c.entry_id, matches.c.score)
+            .where(and_(matches.c.watch == watch, matches.c.score >= min_score))
+            .order_by(matches.c.score.desc(), matches.c.entry_id)
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return [(str(row.entry_id), float(row.score)) for row in conn.execute(q)]
+
+    @_translated
     def watch_matches(self, watch: str, limit: int) -> list[StoredMatch]:
         """The watch's matches with their entries, newest entry first."""
         q = (
