@@ -328,12 +328,12 @@ def test_monitored_mark_and_entries_after_it(store, now: datetime) -> None:  # t
     assert store.monitored_upto() == (None, 0)
     store.upsert_entries("wire", [_entry(i) for i in range(3)], now=now)
     store.set_monitored_upto()  # up to the last entry stored now
-    mark = store.last_entry_pk()
+    mark = store.last_entry_seq()
     assert store.monitored_upto() == (mark, mark)
     store.upsert_entries("wire", [_entry(i) for i in range(3, 6)], now=now)
-    after = [e.id for b in store.iter_entries(batch=2, after=mark) for e in b]
+    after = [e.id for b in store.iter_entries_since(mark, batch=2) for e in b]
     assert after == ["id-3", "id-4", "id-5"]
-    assert [e.id for b in store.iter_entries(after=mark, upto=mark + 2) for e in b] == [
+    assert [e.id for b in store.iter_entries_since(mark, upto=mark + 2) for e in b] == [
         "id-3",
         "id-4",
     ]
@@ -341,23 +341,97 @@ def test_monitored_mark_and_entries_after_it(store, now: datetime) -> None:  # t
     assert store.monitored_upto() == (mark + 1, mark + 3)
 
 
-def test_removing_the_newest_entries_moves_the_monitored_mark_down(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_entry_after_the_newest_was_removed_is_past_the_mark(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
     # SQLite gives a new row the largest pk + 1: with the newest entry removed, the next one
-    # takes its pk. Were the mark left there, a catch-up would pass the new entry by.
+    # takes its pk, at the mark. Its change sequence is a new one, above the mark, so a
+    # catch-up still finds it (with a mark by pk, the mark had to follow the pks down).
     store.upsert_entries("wire", [_entry(i) for i in range(3)], now=now)
     store.set_monitored_upto()
     mark, _ = store.monitored_upto()
     assert store.delete_entries("wire", ["id-2"]) == 1
+    assert store.monitored_upto() == (mark, mark)  # the counter never goes back
     store.upsert_entries("wire", [_entry(9)], now=now)
-    reused = store.last_entry_pk()
-    assert reused == mark  # SQLite's rowid reuse, which the mark has to follow
-    lowered, last = store.monitored_upto()
-    assert lowered is not None and lowered < reused == last
-    assert [e.id for b in store.iter_entries(after=lowered) for e in b] == ["id-9"]
-    # removing an older entry leaves the mark alone
+    con = sqlite3.connect(store.engine.url.database)
+    pks = dict(con.execute("SELECT id, pk FROM entries").fetchall())
+    con.close()
+    assert pks["id-9"] == 3  # SQLite's rowid reuse
+    assert store.monitored_upto() == (mark, mark + 1)
+    assert [e.id for b in store.iter_entries_since(mark) for e in b] == ["id-9"]
+
+
+def test_an_edit_is_numbered_past_the_mark_and_nothing_else_is(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    store.upsert_entries("wire", [_entry(i) for i in range(3)], now=now)
     store.set_monitored_upto()
-    store.delete_entries("wire", ["id-0"])
-    assert store.monitored_upto() == (last, last)
+    mark = store.last_entry_seq()
+    # the same content with a new raw hash, a saved analysis: nothing to match again
+    store.upsert_entries("wire", [_entry(1)], now=now, raw_hashes={"id-1": "h"})
+    store.save_analyses([("wire", "id-0", b"a")], tag="t")
+    assert store.monitored_upto() == (mark, mark)
+    assert list(store.iter_entries_since(mark)) == []
+    # an edit keeps its row (and pk) but gets the next sequence; new entries go first, as
+    # the result lists them and a pass hands them to the monitor
+    result = store.upsert_entries(
+        "wire", [_entry(0, content="<p>edited</p>"), _entry(5), _entry(6)], now=now
+    )
+    assert [e.id for e in result.new] == ["id-5", "id-6"]
+    assert [e.id for e in result.changed] == ["id-0"]
+    assert store.monitored_upto() == (mark, mark + 3)
+    since = [(e.id, e.content_html) for b in store.iter_entries_since(mark, batch=2) for e in b]
+    assert since == [("id-5", "<p>body</p>"), ("id-6", "<p>body</p>"), ("id-0", "<p>edited</p>")]
+    assert [e.id for b in store.iter_entries_since(mark, upto=mark + 2) for e in b] == [
+        "id-5",
+        "id-6",
+    ]
+    # the entries themselves keep the order they were first stored in
+    assert [e.id for b in store.iter_entries() for e in b] == [
+        "id-0",
+        "id-1",
+        "id-2",
+        "id-5",
+        "id-6",
+    ]
+    assert [e.id for b in store.iter_entries(upto=mark) for e in b] == ["id-1", "id-2"]
+    # a second edit of the same entry moves it again
+    store.set_monitored_upto()
+    store.upsert_entries("wire", [_entry(0, content="<p>again</p>")], now=now)
+    assert [e.id for b in store.iter_entries_since(mark + 3) for e in b] == ["id-0"]
+
+
+def as_v4_database(path: Path) -> None:
+    """Make a database what v4 code left: no change sequence, no counter."""
+    con = sqlite3.connect(path)
+    con.execute("DROP INDEX ix_entries_seq")
+    con.execute("ALTER TABLE entries DROP COLUMN seq")
+    con.execute("DELETE FROM meta WHERE key = 'store.entries_seq'")
+    con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+
+
+def test_migration_from_v4_numbers_every_entry_by_its_pk(tmp_path: Path, now: datetime) -> None:
+    path = tmp_path / "a.sqlite3"
+    store = open_store(path)
+    store.upsert_entries("wire", [_entry(i) for i in range(6)], now=now)
+    store.delete_entries("wire", ["id-1", "id-5"])  # pks 1, 3, 4, 5 are left
+    store.set_monitored_upto(4)  # a v4 mark: a pk
+    store.close()
+    as_v4_database(path)
+    store = open_store(path)
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+    # the mark covers the same entries, and the counter goes on from the largest pk
+    assert store.monitored_upto() == (4, 5)
+    assert [e.id for b in store.iter_entries_since(4) for e in b] == ["id-4"]
+    assert [e.id for b in store.iter_entries(upto=4) for e in b] == ["id-0", "id-2", "id-3"]
+    store.upsert_entries("wire", [_entry(7), _entry(2, content="<p>edited</p>")], now=now)
+    assert store.monitored_upto() == (4, 7)
+    assert [e.id for b in store.iter_entries_since(4) for e in b] == ["id-4", "id-7", "id-2"]
+    store.close()
+    con = sqlite3.connect(path)
+    rows = con.execute("SELECT id, pk, seq FROM entries ORDER BY pk").fetchall()
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    con.close()
+    assert rows == [("id-0", 1, 1), ("id-2", 3, 7), ("id-3", 4, 4), ("id-4", 5, 5), ("id-7", 6, 6)]
+    assert "ix_entries_seq" in names
 
 
 def test_migration_from_v2_makes_the_newest_entries_index_covering(tmp_path: Path) -> None:
@@ -478,7 +552,7 @@ def test_buffered_polls_of_every_shape_in_one_flush(store) -> None:  # type: ign
 
 def test_saved_analyses_by_tag_newest_first_cleared_on_change(store, now: datetime) -> None:  # type: ignore[no-untyped-def]
     store.upsert_entries("wire", [_entry(i) for i in range(6)], now=now)
-    mark = store.last_entry_pk()
+    mark = store.last_entry_seq()
     store.upsert_entries("desk", [_entry(9, source="desk")], now=now)
     store.save_analyses(
         [("wire", f"id-{i}", f"a{i}".encode()) for i in range(1, 6)] + [("wire", "gone", b"x")],
@@ -500,7 +574,15 @@ def test_saved_analyses_by_tag_newest_first_cleared_on_change(store, now: dateti
     assert [e.id for b in store.iter_entries(newest=2, upto=mark) for e in b] == ["id-4", "id-5"]
     # a changed entry's analysis was of its old content; an unchanged one keeps its own
     store.upsert_entries("wire", [_entry(3, content="<p>new</p>"), _entry(4)], now=now)
-    assert saved(newest=3, tag="t1", upto=mark)[:2] == [("id-3", None), ("id-4", b"a4")]
+    last = store.last_entry_seq()
+    assert saved(newest=4, tag="t1", upto=last)[:2] == [("id-3", None), ("id-4", b"a4")]
+    # and, changed after the mark, it is no longer among the entries up to the mark
+    assert saved(newest=3, tag="t1", upto=mark) == [
+        ("id-2", b"a2"),
+        ("id-4", b"a4"),
+        ("id-5", None),
+    ]
+    assert store.count_entries(upto=mark) == 5
 
 
 def test_migration_from_v3_adds_the_saved_analysis(tmp_path: Path) -> None:

@@ -153,8 +153,8 @@ class App:
         self._executor: ProcessPoolExecutor | None = None
         self._monitor: Monitor | None = None  # built when a pass first needs it
         self._watch_inputs: list[WatchInput] = []
-        # the newest entry stored before this pass: a monitor built during the pass pools the
-        # entries up to it, as one built before the pass would have
+        # the store's change sequence before this pass (Store.last_entry_seq): a monitor built
+        # during the pass pools the entries stored up to it, as one built before would have
         self._entries_mark: int | None = None
         # False: entries may be stored that the monitor never matched (this process is new,
         # or a pass failed); the next pass reads the store's mark and catches up first
@@ -306,7 +306,7 @@ class App:
                 if catch_up is not None:
                     self._entries_mark = catch_up[0]
                 else:
-                    self._entries_mark = last if last is not None else self.store.last_entry_pk()
+                    self._entries_mark = last if last is not None else self.store.last_entry_seq()
             pending = {w.name for w in self.config.watches if not self._watch_ready(w)}
             state = _PassState(pending_watches=pending)
             if catch_up is not None:
@@ -718,31 +718,34 @@ class App:
         """Whether entries were stored that the monitor never matched: a process killed
         (SIGKILL, a crash, a power cut) between storing a poll's entries and matching them,
         or a pass that failed. After a restart those entries are not new any more, so only
-        the store's mark (:meth:`Store.set_monitored_upto`) tells. Read once after start-up
-        and after a failed pass, not in every pass.
+        the store's mark (:meth:`Store.set_monitored_upto`) tells. It counts change
+        sequences, not pks, so an entry changed in place (its pk kept) is caught up too.
+        Read once after start-up and after a failed pass, not in every pass.
 
-        Returns the pks to catch up on (after, up to) or None, and the last entry's pk when
-        it was read."""
+        Returns the sequences to catch up on (after, up to) or None, and the store's last
+        sequence (:meth:`Store.last_entry_seq`) when it was read."""
         if self._caught_up:
             return None, None
         mark, last = self.store.monitored_upto()
         if mark is None or mark > last:
             # No mark: a database from before the mark existed (or a new one). Its entries
             # were matched when they were new (or predate every watch): not new again.
-            # Above the last entry: the newest entries were removed (a restored backup).
+            # Above the last sequence (the counter lost, the mark written by hand): it says
+            # nothing; from now on.
             self.store.set_monitored_upto(last)
             return None, last
         return ((mark, last) if mark < last else None), last
 
     def _catch_up(self, state: _PassState, after: int, upto: int) -> None:
-        """Match the entries stored after ``after`` up to ``upto`` as new ones (published,
-        and notified unless their watch is in its backlog pass), then move the mark to
-        ``upto``. One matched already (the process died after matching, before the mark)
-        is harmless: matches and notifications are stored once per watch and entry."""
+        """Match the entries stored or changed after the sequence ``after`` up to ``upto`` as
+        new ones (published, and notified unless their watch is in its backlog pass), then
+        move the mark to ``upto``. One matched already (the process died after matching,
+        before the mark) is harmless: matches and notifications are stored once per watch
+        and entry."""
         if self._watch_inputs:
             count = 0
             try:
-                for batch in self.store.iter_entries(after=after, upto=upto):
+                for batch in self.store.iter_entries_since(after, upto=upto):
                     changed, matched = self.monitor_entries(batch, pending=state.pending_watches)
                     state.unpublished_watches |= changed
                     state.matched += matched

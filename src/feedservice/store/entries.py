@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, and_, bindparam, cast, delete, func, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 
 from feedservice.model import Entry
 from feedservice.store._base import StoreBase, _chunks, _translated
-from feedservice.store.schema import entries, meta, story_files
+from feedservice.store.schema import ENTRY_SEQ_KEY, entries, meta, story_files
 
 # What an Entry is read from: every column but the monitor's saved analysis (about 1.4 KB a
 # row, read only by iter_analyses), so reading entries costs what it did before v4
@@ -57,7 +57,8 @@ class EntriesMixin(StoreBase):
         ``updated`` moves only when ``content_hash`` changes; an undated entry keeps the
         time it was first seen as ``published`` (stable across restarts). ``raw_hashes``
         (entry id -> hash of the item as parsed) is stored beside the entries for
-        :meth:`raw_hashes`."""
+        :meth:`raw_hashes`. Each new and each changed entry gets the next change sequence
+        (:meth:`last_entry_seq`), the new ones first, in the order of the result."""
         if not batch:
             return UpsertResult((), (), 0)
         hashes: Mapping[str, str] = raw_hashes or {}
@@ -71,6 +72,7 @@ class EntriesMixin(StoreBase):
                 for found in conn.execute(_EXISTING, {"b_source": source, "b_ids": list(chunk)}):
                     existing[found.id] = found
             inserts: list[dict[str, Any]] = []
+            updates: list[tuple[str, dict[str, Any]]] = []
             rehash: list[dict[str, Any]] = []
             for entry in batch:
                 raw_hash = hashes.get(entry.id)
@@ -93,12 +95,23 @@ class EntriesMixin(StoreBase):
                 values["raw_hash"] = raw_hash
                 # the analysis was of the old content
                 values["analysis"] = values["analysis_tag"] = None
-                conn.execute(
-                    update(entries)
-                    .where(and_(entries.c.source == source, entries.c.id == entry.id))
-                    .values(**values)
-                )
+                updates.append((entry.id, values))
                 changed.append(stored)
+            if inserts or updates:
+                # numbered as the result lists them (new, then changed): the order a pass
+                # hands them to the monitor, and so the order a catch-up replays them in
+                seq = self._take_seqs(conn, len(inserts) + len(updates))
+                for values in inserts:
+                    seq += 1
+                    values["seq"] = seq
+                for entry_id, values in updates:
+                    seq += 1
+                    values["seq"] = seq
+                    conn.execute(
+                        update(entries)
+                        .where(and_(entries.c.source == source, entries.c.id == entry_id))
+                        .values(**values)
+                    )
             if inserts:
                 conn.execute(_INSERT, inserts)
             if rehash:
@@ -125,16 +138,9 @@ class EntriesMixin(StoreBase):
                     delete(entries).where(and_(entries.c.source == source, entries.c.id.in_(chunk)))
                 )
                 removed += int(done.rowcount or 0)
-            if removed:
-                # SQLite gives a new row the largest pk + 1: had the newest entries gone, the
-                # next one would take a pk at or below the monitor's mark and a catch-up after
-                # a crash would pass it by. The mark follows the largest pk down instead.
-                last = conn.execute(select(func.coalesce(func.max(entries.c.pk), 0))).scalar_one()
-                conn.execute(
-                    update(meta)
-                    .where(and_(meta.c.key == _MONITORED_KEY, cast(meta.c.value, Integer) > last))
-                    .values(value=str(last))
-                )
+        # the monitor's mark needs no care here: SQLite gives a new row the largest pk + 1,
+        # so with the newest entries gone the next one reuses a pk at or below the mark, but
+        # its change sequence is new (:meth:`last_entry_seq`), above the mark
         return removed
 
     @_translated
@@ -187,22 +193,41 @@ class EntriesMixin(StoreBase):
         batch: int = 1000,
         newest: int | None = None,
         upto: int | None = None,
-        after: int = 0,
     ) -> Iterator[list[Entry]]:
         """Every stored entry (or only the ``newest`` N), oldest first, in batches: the
         monitor's backlog pass and its pool of recent items after a restart. ``upto``: only
-        entries stored up to the one :meth:`last_entry_pk` returned then; ``after``: only
-        those stored after that one (the monitor's catch-up, :meth:`monitored_upto`)."""
-        last = after if newest is None else max(after, self._newest_after(newest, upto))
+        entries stored, and last changed, up to the sequence :meth:`last_entry_seq` returned
+        then (the ones changed since come from :meth:`iter_entries_since`)."""
+        last = 0 if newest is None else self._newest_after(newest, upto)
         while True:
             q = select(*ENTRY_COLUMNS).where(entries.c.pk > last)
             if upto is not None:
-                q = q.where(entries.c.pk <= upto)
+                q = q.where(entries.c.seq <= upto)
             with self._connect() as conn:
                 rows = conn.execute(q.order_by(entries.c.pk).limit(batch)).all()
             if not rows:
                 return
             last = rows[-1].pk
+            yield [_row_entry(r) for r in rows]
+
+    @_translated
+    def iter_entries_since(
+        self, after: int, *, upto: int | None = None, batch: int = 1000
+    ) -> Iterator[list[Entry]]:
+        """The entries stored or changed after the sequence ``after`` (and up to ``upto``),
+        in batches, in the order they were stored: the monitor's catch-up on what it may
+        never have matched (:meth:`monitored_upto`). An entry changed since appears once,
+        as it is now."""
+        last = after
+        while True:
+            q = select(*ENTRY_COLUMNS).where(entries.c.seq > last)
+            if upto is not None:
+                q = q.where(entries.c.seq <= upto)
+            with self._connect() as conn:
+                rows = conn.execute(q.order_by(entries.c.seq).limit(batch)).all()
+            if not rows:
+                return
+            last = rows[-1].seq
             yield [_row_entry(r) for r in rows]
 
     @_translated
@@ -227,12 +252,12 @@ class EntriesMixin(StoreBase):
     def iter_analyses(
         self, *, newest: int, tag: str, batch: int = 1000, upto: int | None = None
     ) -> Iterator[list[SavedAnalysis]]:
-        """The ``newest`` stored entries (up to ``upto``, as in :meth:`iter_entries`), oldest
-        first, in batches: their key, title and the analysis saved under ``tag`` (None when
-        there is none, or one under another tag). Reads neither the content nor the other
-        columns: a restart's pool of recent items."""
+        """The ``newest`` stored entries (of those up to ``upto``, as in :meth:`iter_entries`),
+        oldest first, in batches: their key, title and the analysis saved under ``tag``
+        (None when there is none, or one under another tag). Reads neither the content nor
+        the other columns: a restart's pool of recent items."""
         last = self._newest_after(newest, upto)
-        hi = _MAX_PK if upto is None else upto
+        hi = _MAX_SEQ if upto is None else upto
         while True:
             with self._connect() as conn:
                 rows = conn.execute(_ANALYSES, {"b_last": last, "b_hi": hi, "b_batch": batch}).all()
@@ -280,53 +305,70 @@ class EntriesMixin(StoreBase):
             return int(cleared.rowcount or 0)
 
     def _newest_after(self, newest: int, upto: int | None) -> int:
-        """The pk after which the ``newest`` entries (up to ``upto``) begin; 0 for all."""
+        """The pk after which the ``newest`` entries (of those up to the sequence ``upto``)
+        begin; 0 for all."""
         q = select(entries.c.pk)
         if upto is not None:
-            q = q.where(entries.c.pk <= upto)
+            # seq + 0, not seq: on the seq index SQLite picked every entry up to the mark and
+            # sorted them all by pk (at 100,000 entries about twice the CPU time, and growing
+            # with the table); this walks back by pk over only the newest, as before v5
+            q = q.where(entries.c.seq + 0 <= upto)
         with self._connect() as conn:
             row = conn.execute(q.order_by(entries.c.pk.desc()).offset(newest).limit(1)).first()
         return 0 if row is None else int(row[0])
 
     @_translated
-    def last_entry_pk(self) -> int:
-        """A mark for ``upto`` (:meth:`iter_entries`): the entries stored until now."""
+    def last_entry_seq(self) -> int:
+        """The last change sequence given to an entry (0 before the first): a mark for
+        ``upto`` (:meth:`iter_entries`) and ``after`` (:meth:`iter_entries_since`) that
+        stands for every entry stored, and every change to one, until now."""
         with self._connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(entries.c.pk), 0))).scalar_one())
+            return int(conn.execute(_LAST_SEQ).scalar_one())
 
     @_translated
     def monitored_upto(self) -> tuple[int | None, int]:
         """(the mark :meth:`set_monitored_upto` left, or None if it never ran; the
-        :meth:`last_entry_pk`), in one read: the entries after the mark were stored but
-        perhaps never matched by the monitor (the process died in between)."""
+        :meth:`last_entry_seq`), in one read: the entries stored or changed after the mark
+        (:meth:`iter_entries_since`) were perhaps never matched by the monitor (the process
+        died in between)."""
         q = select(
             select(meta.c.value).where(meta.c.key == _MONITORED_KEY).scalar_subquery(),
-            select(func.coalesce(func.max(entries.c.pk), 0)).scalar_subquery(),
+            _LAST_SEQ.scalar_subquery(),
         )
         with self._connect() as conn:
             mark, last = conn.execute(q).one()
         return (None if mark is None else int(mark)), int(last)
 
     @_translated
-    def set_monitored_upto(self, pk: int | None = None) -> None:
-        """Remember that the monitor has matched every entry up to ``pk`` (None: up to the
-        last stored now). Call it only after the matches and notifications of those entries
-        are stored: a crash in between then matches them again (matches and the outbox are
-        idempotent), never skips them."""
+    def set_monitored_upto(self, seq: int | None = None) -> None:
+        """Remember that the monitor has matched every entry, as it was, stored or changed up
+        to the sequence ``seq`` (None: up to the last now, :meth:`last_entry_seq`). Call it
+        only after the matches and notifications of those entries are stored: a crash in
+        between then matches them again (matches and the outbox are idempotent), never skips
+        them."""
         with self._tx() as conn:
-            if pk is None:
-                pk = int(
-                    conn.execute(select(func.coalesce(func.max(entries.c.pk), 0))).scalar_one()
-                )
-            self._set_meta(conn, _MONITORED_KEY, str(pk))
+            if seq is None:
+                seq = int(conn.execute(_LAST_SEQ).scalar_one())
+            self._set_meta(conn, _MONITORED_KEY, str(seq))
 
     @_translated
     def count_entries(self, *, upto: int | None = None) -> int:
+        """How many entries are stored (of those up to the sequence ``upto``)."""
         q = select(func.count()).select_from(entries)
         if upto is not None:
-            q = q.where(entries.c.pk <= upto)
+            q = q.where(entries.c.seq <= upto)
         with self._connect() as conn:
             return int(conn.execute(q).scalar_one())
+
+    def _take_seqs(self, conn: Connection, n: int) -> int:
+        """Reserve the next ``n`` change sequences in the caller's transaction; returns the
+        one before the first. The counter lives in meta, not in max(seq) + 1: that would give
+        a removed newest entry's number again, at or below the monitor's mark."""
+        last = int(conn.execute(_LAST_SEQ).scalar_one())
+        # a statement built once, not _set_meta's: this runs for every changed feed
+        if conn.execute(_SET_SEQ, {"b_value": str(last + n)}).rowcount == 0:
+            conn.execute(insert(meta).values(key=ENTRY_SEQ_KEY, value=str(last + n)))
+        return last
 
     # --- story files ----------------------------------------------------------------------
 
@@ -388,9 +430,20 @@ _EXISTING = select(
     )
 )
 _INSERT = insert(entries)
-_MAX_PK = 2**63 - 1
+_MAX_SEQ = 2**63 - 1
 _PRUNED_KEY = "store.analyses_pruned_upto"  # entries up to this pk hold no saved analysis
-_MONITORED_KEY = "monitor.matched_upto"  # the monitor matched every entry up to this pk
+# the monitor matched every entry stored or changed up to this sequence (entries.seq; a pk
+# before schema v5, when every entry's seq became its pk)
+_MONITORED_KEY = "monitor.matched_upto"
+# the last sequence given; the largest stored one in a database whose counter was lost
+_LAST_SEQ = select(
+    func.coalesce(
+        select(cast(meta.c.value, Integer)).where(meta.c.key == ENTRY_SEQ_KEY).scalar_subquery(),
+        select(func.max(entries.c.seq)).scalar_subquery(),
+        0,
+    )
+)
+_SET_SEQ = update(meta).where(meta.c.key == ENTRY_SEQ_KEY).values(value=bindparam("b_value"))
 _SAVE_ANALYSIS = (
     update(entries)
     .where(and_(entries.c.source == bindparam("b_source"), entries.c.id == bindparam("b_id")))
@@ -405,7 +458,7 @@ _ANALYSES = (
         entries.c.analysis,
         entries.c.analysis_tag,
     )
-    .where(and_(entries.c.pk > bindparam("b_last"), entries.c.pk <= bindparam("b_hi")))
+    .where(and_(entries.c.pk > bindparam("b_last"), entries.c.seq <= bindparam("b_hi")))
     .order_by(entries.c.pk)
     .limit(bindparam("b_batch"))
 )

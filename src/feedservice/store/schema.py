@@ -26,11 +26,18 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    insert,
     inspect,
+    select,
     text,
+    update,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+# meta key: the last change sequence given to an entry (``entries.seq``); v5
+ENTRY_SEQ_KEY = "store.entries_seq"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -120,12 +127,18 @@ entries = Table(
     # instead of analysing 20,000 entries again. Cleared when the entry's content changes.
     Column("analysis", LargeBinary, nullable=True),
     Column("analysis_tag", String(64), nullable=True),
+    # v5: the change sequence: a new number from a store-wide counter (meta ENTRY_SEQ_KEY,
+    # never given twice) each time the entry is inserted or its content changes. The
+    # monitor's mark counts these, not pks: an edit keeps its row and pk, and a follow-up
+    # made by an edit that a crash kept from the monitor was never matched again.
+    Column("seq", Integer, nullable=False),
     UniqueConstraint("source", "id", name="uq_entries_source_id"),
 )
 # v3: with id, so a published feed's newest entries (source IN ..., newest first, id to break
 # ties) are picked from the index alone and only those rows are read (store.latest_entries)
 Index("ix_entries_source_published_id", entries.c.source, entries.c.published, entries.c.id)
 Index("ix_entries_link", entries.c.link)
+Index("ix_entries_seq", entries.c.seq)
 
 story_files = Table(
     "story_files",
@@ -203,10 +216,28 @@ def _migrate_to_4(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE entries ADD COLUMN analysis_tag VARCHAR(64)"))
 
 
+def _migrate_to_5(conn: Connection) -> None:
+    # every row so far gets its pk as its sequence, and the counter goes on from the largest:
+    # the monitor's mark (a pk until v4) then still covers the same entries, so nothing is
+    # matched or notified again. A database made by _migrate_to_1 of this code has the column.
+    columns = {c["name"] for c in inspect(conn).get_columns("entries")}
+    if "seq" not in columns:
+        # NOT NULL needs a default to add to existing rows; every insert gives its own
+        conn.execute(text("ALTER TABLE entries ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"))
+        conn.execute(update(entries).values(seq=entries.c.pk))
+    indexes = {ix["name"] for ix in inspect(conn).get_indexes("entries")}
+    if "ix_entries_seq" not in indexes:
+        next(i for i in entries.indexes if i.name == "ix_entries_seq").create(conn)
+    if conn.execute(select(meta.c.key).where(meta.c.key == ENTRY_SEQ_KEY)).first() is None:
+        last = conn.execute(select(func.coalesce(func.max(entries.c.seq), 0))).scalar_one()
+        conn.execute(insert(meta).values(key=ENTRY_SEQ_KEY, value=str(last)))
+
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     0: _migrate_to_1,
     1: _migrate_to_2,
     2: _migrate_to_3,
     3: _migrate_to_4,
+    4: _migrate_to_5,
 }
