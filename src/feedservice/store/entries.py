@@ -199,16 +199,7 @@ class EntriesMixin(StoreBase):
         entries stored, and last changed, up to the sequence :meth:`last_entry_seq` returned
         then (the ones changed since come from :meth:`iter_entries_since`)."""
         last = 0 if newest is None else self._newest_after(newest, upto)
-        while True:
-            q = select(*ENTRY_COLUMNS).where(entries.c.pk > last)
-            if upto is not None:
-                q = q.where(entries.c.seq <= upto)
-            with self._connect() as conn:
-                rows = conn.execute(q.order_by(entries.c.pk).limit(batch)).all()
-            if not rows:
-                return
-            last = rows[-1].pk
-            yield [_row_entry(r) for r in rows]
+        return self._entry_pages("pk", last, upto, batch)
 
     @_translated
     def iter_entries_since(
@@ -218,16 +209,23 @@ class EntriesMixin(StoreBase):
         in batches, in the order they were stored: the monitor's catch-up on what it may
         never have matched (:meth:`monitored_upto`). An entry changed since appears once,
         as it is now."""
-        last = after
+        return self._entry_pages("seq", after, upto, batch)
+
+    def _entry_pages(
+        self, key: str, last: int, upto: int | None, batch: int
+    ) -> Iterator[list[Entry]]:
+        """Entries in ``batch``-sized pages by the column ``key`` (pk or seq), after ``last``,
+        of those up to the sequence ``upto``."""
+        column = entries.c[key]
         while True:
-            q = select(*ENTRY_COLUMNS).where(entries.c.seq > last)
+            q = select(*ENTRY_COLUMNS).where(column > last)
             if upto is not None:
                 q = q.where(entries.c.seq <= upto)
             with self._connect() as conn:
-                rows = conn.execute(q.order_by(entries.c.seq).limit(batch)).all()
+                rows = conn.execute(q.order_by(column).limit(batch)).all()
             if not rows:
                 return
-            last = rows[-1].seq
+            last = getattr(rows[-1], key)
             yield [_row_entry(r) for r in rows]
 
     @_translated
