@@ -489,3 +489,24 @@ def test_match_and_relatedness_compare_the_story_with_its_profile() -> None:
         assert found[key].score == pytest.approx(m.relatedness(story, entries[key]), abs=1e-4)
     if "festival" in found:
         assert found["festival"].score < min(found[k].score for k in ("close", "r1", "r2"))
+
+
+def test_anchors_are_the_best_strong_matches_and_stay_bounded() -> None:
+    """A watch remembers at most ANCHOR_KEEP anchor candidates, best first; scores under
+    ANCHOR_SCORE and query-only watches give none; what drops out is forgotten."""
+    from feedservice.monitor import ANCHOR_KEEP, ANCHOR_SCORE
+
+    story_watch = WatchInput(Watch(name="w", title="t"), entry("s", "Story\nSome text here."))
+    query_watch = WatchInput(Watch(name="q", title="t", query="text"))
+    m = Monitor([story_watch, query_watch])
+    for i in range(3 * ANCHOR_KEEP):
+        m.add_anchors("w", [(f"e{i}", ANCHOR_SCORE + i / 1000)])
+        m.add_anchors("q", [(f"e{i}", 0.99)])
+    m.add_anchors("w", [("weak", ANCHOR_SCORE - 0.01), ("late-but-low", ANCHOR_SCORE)])
+    kept = m.anchors("w")
+    assert len(kept) == ANCHOR_KEEP
+    assert [e for e, _ in kept] == [
+        f"e{i}" for i in range(3 * ANCHOR_KEEP - 1, 2 * ANCHOR_KEEP - 1, -1)
+    ]
+    assert m.anchors("q") == [] and m.anchors("unknown") == []
+    assert set(m._anchor_slots) == {e for e, _ in kept}

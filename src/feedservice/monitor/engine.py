@@ -425,9 +425,14 @@ class Monitor:
         anchors.append((score_value, entry_id))
         anchors.sort(key=lambda a: (-a[0], a[1]))
         for _, dropped in anchors[ANCHOR_KEEP:]:
-            self._anchor_slots.get(dropped, set()).discard(slot)
+            slots = self._anchor_slots.get(dropped)
+            if slots is not None:
+                slots.discard(slot)
+                if not slots:  # a long-running monitor sees many anchors come and go
+                    del self._anchor_slots[dropped]
         st.anchors = anchors[:ANCHOR_KEEP]
-        self._anchor_slots.setdefault(entry_id, set()).add(slot)
+        if any(kept == entry_id for _, kept in st.anchors):
+            self._anchor_slots.setdefault(entry_id, set()).add(slot)
 
     def _active_anchors(self, st: _WatchState) -> list[PoolItem]:
         out = []
