@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import mul
 
-from feedservice.monitor.text import Features
+from feedservice.monitor.text import MONTH_ABBREVIATIONS, Features
 
 W_TERMS = 0.4
 W_ENTITIES = 0.4
@@ -285,14 +285,11 @@ def _ranked_names(features: Features, idf: Callable[[str], float]) -> list[str]:
     return out
 
 
-_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
 def _format_mark(mark: str) -> str:
     kind, _, value = mark.partition(":")
     if kind == "md":
         month, _, day = value.partition("-")
-        return f"{_MONTH_NAMES[int(month) - 1]} {day}"
+        return f"{MONTH_ABBREVIATIONS[int(month) - 1]} {day}"
     if kind == "wd":
         return value.capitalize()
     return value

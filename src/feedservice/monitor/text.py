@@ -117,20 +117,8 @@ _TOKEN_OR_BREAK_RE = re.compile(_TOKEN_RE.pattern + r"|[,;:()\[\]\"“”/–—
 _MONTH_DAY_RE = re.compile(r"^([A-Za-z]{3,9})\.(\d{1,2})\.?$")  # "Dec.14"
 
 
-_MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
+# "Jan" .. "Dec": how the monitor writes a month (spelled-out dates, reasons)
+MONTH_ABBREVIATIONS: tuple[str, ...] = tuple(m.capitalize() for m in MONTHS if len(m) == 3)
 # Numeric dates, also as sloppy text spaces them ("11 / 28 / 05", "2013 - 09 - 26"): US order
 # month/day/year unless the first field cannot be a month (then day/month/year).
 _SLASH_DATE_RE = re.compile(r"\b(\d{1,2}) ?/ ?(\d{1,2}) ?/ ?(\d{4}|\d{2})\b")
@@ -147,7 +135,7 @@ def _spelled_date(month: int, day: int, year: str) -> str | None:
         return None
     if len(year) == 2:
         year = ("20" if int(year) < 50 else "19") + year
-    return f"{_MONTH_NAMES[month - 1]} {day} {year}"
+    return f"{MONTH_ABBREVIATIONS[month - 1]} {day} {year}"
 
 
 def _slash_date(m: re.Match[str]) -> str:
@@ -161,7 +149,7 @@ def _iso_date(m: re.Match[str]) -> str:
 
 
 def normalise_numbers(text: str) -> str:
-    """Numeric dates spelled out ("11/28/05" -> "November 28 2005", ISO dates too) and numbers
+    """Numeric dates spelled out ("11/28/05" -> "Nov 28 2005", ISO dates too) and numbers
     split by a stray space joined ("6. 1" -> "6.1", "120, 000" -> "120000"), so dates and
     quantities are recognised whatever way a source writes them."""
     if not _NUMBER_GAP_RE.search(text):  # every rewrite below needs one: a quick way out
