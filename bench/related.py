@@ -1,7 +1,7 @@
 """Relatedness quality on a labelled news corpus, through the app (issue 4 item 6).
 
 Usage: python bench/related.py CORPUS.jsonl [--order string|numeric] [--candidates others|all]
-    [--cv] [--direct]
+    [--watches-per-event 1|2] [--cv] [--direct]
 
 CORPUS.jsonl holds one document per line with ``doc_id``, ``topic``, ``event_cluster`` and
 ``sentences`` (the ECB+ conversion in the shared data folder). Protocol: for each event cluster
@@ -23,7 +23,9 @@ threshold), runs ``App.run_once`` and reads what was PUBLISHED in each watch's J
 ``url`` -> doc_id). Next to it: plain TF-IDF cosine at ITS best threshold on the same pairs, and
 items/s. ``--cv`` reports the default threshold per held-out fold (odd/even topics and leave one
 topic out; nothing is tuned). ``--direct`` also runs :func:`evaluate` (the Monitor in process,
-no app), which is what the unit test uses.
+no app), which is what the unit test uses. ``--watches-per-event 2`` adds a second watch per
+event (its story the event's second document) and reports the first and second watches apart:
+two watches on one event, told in different texts, as two users of one instance might set up.
 """
 
 from __future__ import annotations
@@ -76,39 +78,65 @@ def _numeric_key(doc: Doc) -> tuple[int, str, int]:
     return (int(m.group(1)), m.group(3), int(m.group(2))) if m else (0, str(doc["doc_id"]), 0)
 
 
+def _order_key(order: str) -> Callable[[Doc], Any]:
+    return (lambda d: str(d["doc_id"])) if order == "string" else _numeric_key
+
+
 def stories_of(docs: Sequence[Doc], order: str = "string") -> dict[str, Doc]:
     """event cluster -> its story: the first document by doc_id (``order``: string|numeric)."""
-    key: Callable[[Doc], Any] = (lambda d: str(d["doc_id"])) if order == "string" else _numeric_key
     out: dict[str, Doc] = {}
-    for doc in sorted(docs, key=key):
+    for doc in sorted(docs, key=_order_key(order)):
         out.setdefault(str(doc["event_cluster"]), doc)
     return out
 
 
+SECOND = "#2"  # the key suffix of an event's second watch (--watches-per-event 2)
+
+
+def watches_of(
+    docs: Sequence[Doc], order: str = "string", per_event: int = 1
+) -> dict[str, tuple[str, Doc]]:
+    """watch key -> (event cluster, story). The key is the cluster; with ``per_event=2`` each
+    cluster of 3 or more documents gets a second watch (key cluster + ``SECOND``) whose story
+    is its second document by doc_id: two watches on one event, told in different texts."""
+    out = {cluster: (cluster, story) for cluster, story in stories_of(docs, order).items()}
+    if per_event == 2:
+        by_cluster: dict[str, list[Doc]] = {}
+        for doc in sorted(docs, key=_order_key(order)):
+            by_cluster.setdefault(str(doc["event_cluster"]), []).append(doc)
+        for cluster, members in by_cluster.items():
+            if len(members) >= 3:
+                out[cluster + SECOND] = (cluster, members[1])
+    return out
+
+
 def candidates_of(
-    docs: Sequence[Doc], order: str = "string", candidates: str = "others"
+    docs: Sequence[Doc], order: str = "string", candidates: str = "others", per_event: int = 1
 ) -> list[Doc]:
     """The items that arrive, in file order: every document that is not a watch's story
     (``candidates="others"``), or every document (``"all"``)."""
     if candidates == "all":
         return list(docs)
-    story_ids = {str(s["doc_id"]) for s in stories_of(docs, order).values()}
+    story_ids = {str(s["doc_id"]) for _, s in watches_of(docs, order, per_event).values()}
     return [d for d in docs if str(d["doc_id"]) not in story_ids]
 
 
 Pair = tuple[str, str, bool, bool, int]  # cluster, doc_id, positive, hard negative, story topic
 
 
-def pairs_of(docs: Sequence[Doc], order: str = "string", candidates: str = "others") -> list[Pair]:
+def pairs_of(
+    docs: Sequence[Doc], order: str = "string", candidates: str = "others", per_event: int = 1
+) -> list[Pair]:
+    """(watch key, doc_id, positive, hard negative, story topic) for every watch and item."""
     out: list[Pair] = []
-    items = candidates_of(docs, order, candidates)
-    for cluster, story in stories_of(docs, order).items():
+    items = candidates_of(docs, order, candidates, per_event)
+    for watch, (cluster, story) in watches_of(docs, order, per_event).items():
         for doc in items:
             if doc is story:
                 continue  # with --candidates all: a watch is not scored on its own story
             positive = doc["event_cluster"] == cluster
             hard = not positive and doc["topic"] == story["topic"]
-            out.append((cluster, str(doc["doc_id"]), positive, hard, int(story["topic"])))
+            out.append((watch, str(doc["doc_id"]), positive, hard, int(story["topic"])))
     return out
 
 
@@ -250,17 +278,21 @@ def _above(scores: dict[tuple[str, str], float], t: float) -> Callable[[str, str
 CORPUS_URL = "https://corpus.example/"
 
 
-def _slug(cluster: str) -> str:
-    return "w-" + re.sub(r"[^a-z0-9_-]+", "-", cluster.lower())
+def _slug(watch: str) -> str:
+    return "w-" + re.sub(r"[^a-z0-9_-]+", "-", watch.lower())
 
 
 def write_site(
-    docs: Sequence[Doc], root: Path, order: str = "string", candidates: str = "others"
+    docs: Sequence[Doc],
+    root: Path,
+    order: str = "string",
+    candidates: str = "others",
+    per_event: int = 1,
 ) -> Path:
     """Story files, one JSON Feed of candidates and a config under ``root``; the config path."""
     (root / "stories").mkdir(parents=True)
     watches = []
-    for cluster, story in stories_of(docs, order).items():
+    for cluster, (_, story) in watches_of(docs, order, per_event).items():
         sentences = [s for s in story["sentences"] if s.strip()] or [str(story["doc_id"])]
         name = _slug(cluster)
         (root / "stories" / f"{name}.txt").write_text(
@@ -271,7 +303,7 @@ def write_site(
             f"    story: stories/{name}.txt\n    sources: [corpus]\n    limit: 100000\n"
         )
     items = []
-    for i, doc in enumerate(candidates_of(docs, order, candidates)):
+    for i, doc in enumerate(candidates_of(docs, order, candidates, per_event)):
         sentences = [s for s in doc["sentences"] if s.strip()] or [str(doc["doc_id"])]
         items.append(
             {
@@ -301,9 +333,9 @@ def write_site(
 
 
 def run_app(
-    docs: Sequence[Doc], order: str = "string", candidates: str = "others"
+    docs: Sequence[Doc], order: str = "string", candidates: str = "others", per_event: int = 1
 ) -> tuple[set[tuple[str, str]], float, int]:
-    """Through the app: flagged (cluster, doc_id) pairs read from the published watch feeds,
+    """Through the app: flagged (watch key, doc_id) pairs read from the published watch feeds,
     seconds of the pass, items polled."""
     import asyncio
     import tempfile
@@ -311,10 +343,10 @@ def run_app(
     from feedservice.app import App
     from feedservice.config import load_config
 
-    clusters = {_slug(c): c for c in stories_of(docs, order)}
+    clusters = {_slug(c): c for c in watches_of(docs, order, per_event)}
     with tempfile.TemporaryDirectory(prefix="related-") as tmp:
         root = Path(tmp)
-        config = load_config(write_site(docs, root, order, candidates))
+        config = load_config(write_site(docs, root, order, candidates, per_event))
 
         async def once() -> float:
             async with App(config) as app:
@@ -335,7 +367,7 @@ def run_app(
                 for url in urls:
                     if url.startswith(CORPUS_URL):
                         flagged.add((cluster, url.removeprefix(CORPUS_URL)))
-    return flagged, elapsed, len(candidates_of(docs, order, candidates))
+    return flagged, elapsed, len(candidates_of(docs, order, candidates, per_event))
 
 
 def _topic_folds(pairs: Sequence[Pair]) -> dict[str, list[set[int]]]:
@@ -373,6 +405,21 @@ def cross_validate(
         print(f"  CV {name}: tf-idf (threshold fitted on the other topics): {_fmt(b)}")
 
 
+def _two_watches_per_event(docs: Sequence[Doc], order: str, cands: str) -> int:
+    """Two watches on each event, told in different texts: each should find what one finds."""
+    pairs = pairs_of(docs, order, cands, 2)
+    flagged, _, n = run_app(docs, order, cands, 2)
+    print(
+        f"{len(docs)} documents, {len(watches_of(docs, order, 2))} watches (first and second "
+        f"doc_id of each event, {order} order), {n} items ({cands})"
+    )
+    first = [p for p in pairs if not p[0].endswith(SECOND)]
+    second = [p for p in pairs if p[0].endswith(SECOND)]
+    print(f"first watches, published:  {_fmt(metrics(first, _member(flagged), _all))}")
+    print(f"second watches, published: {_fmt(metrics(second, _member(flagged), _all))}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("corpus", type=Path)
@@ -383,12 +430,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="others",
         help="items: the documents that are not stories (default), or every document",
     )
+    ap.add_argument(
+        "--watches-per-event",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: also a second watch per event, its story the second document (reported apart)",
+    )
     ap.add_argument("--cv", action="store_true", help="held-out topic folds, default threshold")
     ap.add_argument("--direct", action="store_true", help="also the Monitor in process")
     args = ap.parse_args(argv)
     docs = load(args.corpus)
     order = args.order
     cands = args.candidates
+    per_event = args.watches_per_event
+    if per_event == 2:
+        return _two_watches_per_event(docs, order, cands)
     pairs = pairs_of(docs, order, cands)
     n_pos = sum(p[2] for p in pairs)
     n_hard = sum(p[3] for p in pairs)

@@ -770,9 +770,7 @@ class App:
         if monitor is None:
             return changed
         backlog = Monitor(
-            [wi for wi in self._watch_inputs if wi.watch.name in pending],
-            stats=monitor.stats,
-            pool=monitor.pool,
+            self._watch_inputs, stats=monitor.stats, pool=monitor.pool, report=pending
         )
         for batch in self.store.iter_entries():
             changed |= self._record_matches(backlog.match(batch), batch, pending=pending)[1]
