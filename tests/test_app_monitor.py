@@ -11,6 +11,7 @@ import random
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from email import message_from_bytes
@@ -269,6 +270,47 @@ async def test_receiver_down_for_an_hour_then_up_gets_it_once(
         assert app.store.outbox_counts() == {"pending": 0, "delivered": 1, "failed": 0}
     assert len(rec.delivered) == 1
     assert len(rec.attempts) == failed_attempts + 1
+
+
+async def test_a_notifier_that_crashes_holds_up_nothing_and_is_retried(
+    tmp_path: Path, receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel that raises something unexpected (a bug, not a refusal) fails its own
+    notification only: the pass goes on, the other target of the same match is delivered, the
+    error is logged with its traceback and the row is retried with backoff until it goes
+    through, once."""
+    rec, url = receiver
+    rec.up = True
+    done = tmp_path / "command-ran"
+    script = f"open({str(done)!r}, 'a').write('x')"
+    command = NotifyTarget("command", argv=(sys.executable, "-c", script))
+    webhook = NotifyTarget("webhook", url)
+    config = watch_config(tmp_path, (webhook, command))
+    clock = Clock()
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+        broken = app._notifiers[target_key(webhook)]
+
+        async def crash(notification: Notification) -> None:
+            raise KeyError("a bug in the channel")
+
+        real_send = broken.send
+        broken.send = crash  # type: ignore[method-assign]
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        clock.advance(120)
+        report = await app.run_once()
+        assert not report.errors
+        assert report.notified == 1  # the command
+        assert done.read_text() == "x"
+        assert app.store.outbox_counts() == {"pending": 1, "delivered": 1, "failed": 0}
+        assert "unexpected error" in caplog.text and "a bug in the channel" in caplog.text
+        broken.send = real_send  # type: ignore[method-assign]
+        for _ in range(15):
+            clock.advance(60)
+            await app.run_once()
+        assert app.store.outbox_counts() == {"pending": 0, "delivered": 2, "failed": 0}
+    assert len(rec.delivered) == 1
+    assert done.read_text() == "x"
 
 
 class _Mailbox:

@@ -945,7 +945,15 @@ class App:
                     return False
                 try:
                     await notifier.send(Notification.from_json(item.payload))
-                except (NotifyError, ValueError) as exc:
+                except Exception as caught:  # one notification's failure is its own
+                    exc: NotifyError | ValueError
+                    if isinstance(caught, (NotifyError, ValueError)):
+                        exc = caught
+                    else:
+                        # a bug, not a refusal: logged with its traceback and retried with
+                        # backoff, so one poisoned row never holds up the rest of the outbox
+                        log.error("notify %s: unexpected error", notifier.channel, exc_info=caught)
+                        exc = NotifyError(f"unexpected error: {caught!r}")
                     permanent = isinstance(exc, ValueError) or exc.permanent
                     delay = retry_delay(item.attempts + 1, self.rng, base=RETRY_BASE, cap=RETRY_CAP)
                     if isinstance(exc, NotifyError) and exc.retry_after:
