@@ -1,7 +1,7 @@
 """Relatedness quality on a labelled news corpus, through the app (issue 4 item 6).
 
 Usage: python bench/related.py CORPUS.jsonl [--order string|numeric] [--candidates others|all]
-    [--watches-per-event 1|2] [--cv] [--direct]
+    [--watches-per-event 1|2] [--polls N] [--cv] [--direct]
 
 CORPUS.jsonl holds one document per line with ``doc_id``, ``topic``, ``event_cluster`` and
 ``sentences`` (the ECB+ conversion in the shared data folder). Protocol: for each event cluster
@@ -26,6 +26,7 @@ topic out; nothing is tuned). ``--direct`` also runs :func:`evaluate` (the Monit
 no app), which is what the unit test uses. ``--watches-per-event 2`` adds a second watch per
 event (its story the event's second document) and reports the first and second watches apart:
 two watches on one event, told in different texts, as two users of one instance might set up.
+``--polls N`` lets the items arrive over N polls of a growing feed instead of all at once.
 """
 
 from __future__ import annotations
@@ -333,10 +334,15 @@ def write_site(
 
 
 def run_app(
-    docs: Sequence[Doc], order: str = "string", candidates: str = "others", per_event: int = 1
+    docs: Sequence[Doc],
+    order: str = "string",
+    candidates: str = "others",
+    per_event: int = 1,
+    polls: int = 1,
 ) -> tuple[set[tuple[str, str]], float, int]:
     """Through the app: flagged (watch key, doc_id) pairs read from the published watch feeds,
-    seconds of the pass, items polled."""
+    seconds of the passes, items polled. ``polls`` > 1: the feed grows over that many polls,
+    each showing the next part of the items too, as a daemon sees the news arrive."""
     import asyncio
     import tempfile
 
@@ -348,13 +354,22 @@ def run_app(
         root = Path(tmp)
         config = load_config(write_site(docs, root, order, candidates, per_event))
 
+        feed_path = root / "corpus.json"
+        feed = json.loads(feed_path.read_text(encoding="utf-8"))
+        step = -(-len(feed["items"]) // polls)
+
         async def once() -> float:
+            elapsed = 0.0
             async with App(config) as app:
-                t0 = time.perf_counter()
-                report = await app.run_once()
-                elapsed = time.perf_counter() - t0
-            if report.errors:
-                raise SystemExit(f"the app reported errors: {report.errors}")
+                for i in range(polls):
+                    if polls > 1:
+                        shown = dict(feed, items=feed["items"][: (i + 1) * step])
+                        feed_path.write_text(json.dumps(shown), encoding="utf-8")
+                    t0 = time.perf_counter()
+                    report = await app.run_once(force=True)
+                    elapsed += time.perf_counter() - t0
+                    if report.errors:
+                        raise SystemExit(f"the app reported errors: {report.errors}")
             return elapsed
 
         elapsed = asyncio.run(once())
@@ -437,6 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="2: also a second watch per event, its story the second document (reported apart)",
     )
+    ap.add_argument(
+        "--polls",
+        type=int,
+        default=1,
+        help="the items arrive over this many polls of a growing feed (default: all at once)",
+    )
     ap.add_argument("--cv", action="store_true", help="held-out topic folds, default threshold")
     ap.add_argument("--direct", action="store_true", help="also the Monitor in process")
     args = ap.parse_args(argv)
@@ -455,9 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(candidates_of(docs, order, cands))} items ({cands}), {len(pairs)} pairs "
         f"({n_pos} positive, {n_hard} hard negative)"
     )
-    flagged, elapsed, n = run_app(docs, order, cands)
+    if args.polls < 1:
+        ap.error("--polls must be at least 1")
+    flagged, elapsed, n = run_app(docs, order, cands, polls=args.polls)
     res = metrics(pairs, _member(flagged), _all)
-    print(f"app, published (default threshold {DEFAULT_THRESHOLD:.2f}): {_fmt(res)}")
+    over = f", over {args.polls} polls" if args.polls > 1 else ""
+    print(f"app, published (default threshold {DEFAULT_THRESHOLD:.2f}{over}): {_fmt(res)}")
     base = tfidf_scores(docs, order)
     t, bm = best_threshold(pairs, base, _all)
     print(f"tf-idf cosine (its best threshold {t:.3f}):       {_fmt(bm)}")
