@@ -122,7 +122,7 @@ def candidates_of(
     return [d for d in docs if str(d["doc_id"]) not in story_ids]
 
 
-Pair = tuple[str, str, bool, bool, int]  # cluster, doc_id, positive, hard negative, story topic
+Pair = tuple[str, str, bool, bool, int]  # watch key, doc_id, positive, hard negative, topic
 
 
 def pairs_of(
@@ -293,14 +293,14 @@ def write_site(
     """Story files, one JSON Feed of candidates and a config under ``root``; the config path."""
     (root / "stories").mkdir(parents=True)
     watches = []
-    for cluster, (_, story) in watches_of(docs, order, per_event).items():
+    for watch, (_, story) in watches_of(docs, order, per_event).items():
         sentences = [s for s in story["sentences"] if s.strip()] or [str(story["doc_id"])]
-        name = _slug(cluster)
+        name = _slug(watch)
         (root / "stories" / f"{name}.txt").write_text(
             "\n\n".join(sentences) + "\n", encoding="utf-8"
         )
         watches.append(
-            f"  - name: {name}\n    title: {json.dumps(cluster)}\n"
+            f"  - name: {name}\n    title: {json.dumps(watch)}\n"
             f"    story: stories/{name}.txt\n    sources: [corpus]\n    limit: 100000\n"
         )
     items = []
@@ -349,7 +349,7 @@ def run_app(
     from feedservice.app import App
     from feedservice.config import load_config
 
-    clusters = {_slug(c): c for c in watches_of(docs, order, per_event)}
+    names = {_slug(w): w for w in watches_of(docs, order, per_event)}
     with tempfile.TemporaryDirectory(prefix="related-") as tmp:
         root = Path(tmp)
         config = load_config(write_site(docs, root, order, candidates, per_event))
@@ -374,14 +374,14 @@ def run_app(
 
         elapsed = asyncio.run(once())
         flagged: set[tuple[str, str]] = set()
-        for name, cluster in clusters.items():
+        for name, watch in names.items():
             feed = json.loads((root / "feeds" / f"{name}.json").read_text(encoding="utf-8"))
             for item in feed["items"]:
                 urls = [item.get("url", "")]
                 urls += [a.get("url", "") for a in item.get("_feedservice", {}).get("also", [])]
                 for url in urls:
                     if url.startswith(CORPUS_URL):
-                        flagged.add((cluster, url.removeprefix(CORPUS_URL)))
+                        flagged.add((watch, url.removeprefix(CORPUS_URL)))
     return flagged, elapsed, len(candidates_of(docs, order, candidates, per_event))
 
 
@@ -420,10 +420,10 @@ def cross_validate(
         print(f"  CV {name}: tf-idf (threshold fitted on the other topics): {_fmt(b)}")
 
 
-def _two_watches_per_event(docs: Sequence[Doc], order: str, cands: str) -> int:
+def _two_watches_per_event(docs: Sequence[Doc], order: str, cands: str, polls: int) -> int:
     """Two watches on each event, told in different texts: each should find what one finds."""
     pairs = pairs_of(docs, order, cands, 2)
-    flagged, _, n = run_app(docs, order, cands, 2)
+    flagged, _, n = run_app(docs, order, cands, 2, polls)
     print(
         f"{len(docs)} documents, {len(watches_of(docs, order, 2))} watches (first and second "
         f"doc_id of each event, {order} order), {n} items ({cands})"
@@ -464,9 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     docs = load(args.corpus)
     order = args.order
     cands = args.candidates
-    per_event = args.watches_per_event
-    if per_event == 2:
-        return _two_watches_per_event(docs, order, cands)
+    if args.polls < 1:
+        ap.error("--polls must be at least 1")
+    if args.watches_per_event == 2:
+        return _two_watches_per_event(docs, order, cands, args.polls)
     pairs = pairs_of(docs, order, cands)
     n_pos = sum(p[2] for p in pairs)
     n_hard = sum(p[3] for p in pairs)
@@ -476,8 +477,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(candidates_of(docs, order, cands))} items ({cands}), {len(pairs)} pairs "
         f"({n_pos} positive, {n_hard} hard negative)"
     )
-    if args.polls < 1:
-        ap.error("--polls must be at least 1")
     flagged, elapsed, n = run_app(docs, order, cands, polls=args.polls)
     res = metrics(pairs, _member(flagged), _all)
     over = f", over {args.polls} polls" if args.polls > 1 else ""

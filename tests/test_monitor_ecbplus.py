@@ -129,3 +129,38 @@ def test_anchors_add_follow_ups_of_follow_ups_without_false_alarms(
         assert m.score <= engine.ANCHORED_SCORE_CAP < engine.ANCHOR_SCORE
         assert any(r.startswith("close to items that match the story: ") for r in m.reasons)
         assert m.entry_id not in {a for a, _ in anchors[m.watch]}
+
+
+def test_a_second_watch_per_event_takes_the_events_second_document() -> None:
+    """``bench/related.py --watches-per-event 2``: an event of 3 or more documents gets a
+    second watch whose story is its second document by doc_id (string order here: "1_10ecb"
+    comes before "1_1ecb"); neither story is a candidate, and both watches are scored."""
+    bench = _bench()
+
+    def doc(doc_id: str, cluster: str) -> dict[str, Any]:
+        return {"doc_id": doc_id, "topic": 1, "event_cluster": cluster, "sentences": [doc_id]}
+
+    docs = [
+        doc("1_1ecb", "1_ecb"),
+        doc("1_2ecb", "1_ecb"),
+        doc("1_10ecb", "1_ecb"),
+        doc("1_1ecbplus", "1_ecbplus"),
+        doc("1_2ecbplus", "1_ecbplus"),
+    ]
+    watches = bench.watches_of(docs, "string", 2)
+    assert {key: story["doc_id"] for key, (_, story) in watches.items()} == {
+        "1_ecb": "1_10ecb",
+        "1_ecb#2": "1_1ecb",
+        "1_ecbplus": "1_1ecbplus",
+    }
+    assert [d["doc_id"] for d in bench.candidates_of(docs, "string", "others", 2)] == [
+        "1_2ecb",
+        "1_2ecbplus",
+    ]
+    pairs = bench.pairs_of(docs, "string", "others", 2)
+    assert {(w, d) for w, d, positive, *_ in pairs if positive} == {
+        ("1_ecb", "1_2ecb"),
+        ("1_ecb#2", "1_2ecb"),
+        ("1_ecbplus", "1_2ecbplus"),
+    }
+    assert len(bench.watches_of(docs, "string")) == 2
