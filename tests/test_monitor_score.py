@@ -583,3 +583,29 @@ def test_an_item_closer_to_another_watchs_story_is_not_this_storys_neighbour(
     assert {x.watch for x in found} == {"japan-us-hq"}
     assert "followup" in {x.entry_id for x in found}
     assert [p.id for _, p in backlog._states[0].neighbours] == [p.id for _, p in hq.neighbours]
+
+
+def test_an_edited_item_leaves_the_story_neighbourhood_it_no_longer_belongs_to(
+    corpus: tuple[Entry, dict[str, Entry], list[Entry]],
+) -> None:
+    """An entry edited in place keeps its id and is pooled anew. Its earlier version must not
+    stay among the story's nearest items (or in its profile) with the text it no longer has,
+    as it did until the next refresh (5% corpus growth, days in a large corpus)."""
+    story, items, background = corpus
+    # enough other items that one more does not refresh the stories (5% corpus growth)
+    filler = [entry(f"f{i}", f"Garden show {i}\nRoses and tulips in bed {i}.") for i in range(30)]
+    m = monitor_for(story, [*background, *filler, *items.values()])
+    m.match(list(items.values()))
+    st = m._states[0]
+    assert "followup" in {p.id for _, p in st.neighbours}
+    indexed_at = m._indexed_at
+    rewritten = replace(
+        items["unrelated"], id="followup", source=items["followup"].source, content_hash="v2"
+    )
+    m.observe([rewritten])
+    m.match([rewritten])
+    assert m._indexed_at == indexed_at  # no refresh
+    pooled = m.pool.get("followup")
+    assert pooled is not None and pooled.title == rewritten.title
+    assert "followup" not in {p.id for _, p in st.neighbours}
+    assert all(p is m.pool.get(p.id) for _, p in [*st.neighbours, *st.profile])

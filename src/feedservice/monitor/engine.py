@@ -312,6 +312,23 @@ class Monitor:
             for other, other_sim in direct.items()
         )
 
+    def _forget_earlier_version(self, pooled: PoolItem) -> list[int]:
+        """Drop an earlier version of ``pooled`` (an edited entry, pooled anew) from the
+        stories' nearest items; returns the watches whose nearest items or profile held it (their
+        profiles are recomputed; the new version is offered to the stories again as any item)."""
+        slots = self._nb_slots.get(pooled.id)
+        if not slots:
+            return []
+        out = []
+        for slot in sorted(slots):
+            st = self._states[slot]
+            stale = any(p.id == pooled.id and p is not pooled for _, p in st.neighbours)
+            if stale:
+                st.neighbours = [(sim, p) for sim, p in st.neighbours if p.id != pooled.id]
+            if stale or any(p.id == pooled.id and p is not pooled for _, p in st.profile):
+                out.append(slot)
+        return out
+
     def _offer(self, slot: int, sim: float, item: PoolItem, direct: dict[int, float]) -> bool:
         """``item`` is related to the story of ``slot`` (``direct``: its stories, see
         :meth:`_direct`): keep it if among the K nearest.
@@ -439,6 +456,7 @@ class Monitor:
             memo[item.entry.id] = item.neighbours
             item.direct = self._direct(item.vectors)
             self._memo(item.entry.id, item.direct)
+            changed.update(self._forget_earlier_version(pooled))
             for slot, sim in item.direct.items():
                 if sim >= NEIGHBOUR_FLOOR and self._offer(slot, sim, pooled, item.direct):
                     changed.add(slot)
