@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,36 @@ async def test_a_notifier_that_crashes_holds_up_nothing_and_is_retried(
         assert app.store.outbox_counts() == {"pending": 0, "delivered": 2, "failed": 0}
     assert len(rec.delivered) == 1
     assert done.read_text() == "x"
+
+
+async def test_status_beside_a_running_app_voids_no_lease_a_second_writer_is_refused(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    """A process that opens the store to write voids the delivery leases a crashed process
+    left (its start-up), so it must be the only one: a second writer is refused while the
+    first holds the data folder. `feedservice status` (read-only) opens beside it and leaves
+    the first process's lease alone (it used to void it, so a notification in flight would be
+    sent a second time)."""
+    _, url = receiver  # down: the notification stays in the outbox
+    config = watch_config(tmp_path, (NotifyTarget("webhook", url),))
+    clock = Clock()
+    async with App(config, clock=clock) as app:
+        await app.run_once()
+        (tmp_path / "wire.xml").write_text(wire([UNRELATED_ITEM, FOLLOW_UP_ITEM]))
+        clock.advance(120)
+        await app.run_once()
+        clock.advance(3600)
+        now = clock()
+        lease = now + timedelta(minutes=5)
+        assert len(app.store.claim_due(now=now, lease_until=lease)) == 1  # in flight
+        with pytest.raises(StorageError, match="another feedservice process"):
+            async with App(config, clock=clock):
+                pass
+        async with App(config, clock=clock, read_only=True) as status:
+            assert [s.name for s in status.source_states()] == ["wire"]
+        assert app.store.claim_due(now=now, lease_until=lease) == []  # still leased
+    async with App(config, clock=clock) as app:  # the folder is free again
+        assert app.store.outbox_counts()["pending"] == 1
 
 
 class _Mailbox:

@@ -78,3 +78,42 @@ def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     run = feedservice("once", "--config", str(config))
     assert run.returncode == 1
     assert "var" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_second_process_on_one_data_folder_is_refused_status_still_reads(
+    tmp_path: Path,
+) -> None:
+    """One process writes a data folder (a daemon and a cron `once` racing would void each
+    other's delivery leases and move the monitor's catch-up mark past each other's entries).
+    The second is refused with the lock file and the holder's pid; `status` only reads and
+    runs beside it; once the holder is killed (no clean-up), the folder is free again."""
+    write(tmp_path / "stories" / "a.txt", "A story\n\nIts only paragraph.\n")
+    config = write(
+        tmp_path / "feedservice.yaml",
+        "service:\n  feeds_dir: feeds\n  data_dir: var\n"
+        "sources:\n  - name: news\n    directory: stories\n",
+    )
+    assert feedservice("once", "--config", str(config)).returncode == 0
+    holding = (
+        "import sys; from pathlib import Path; from feedservice.datalock import DataLock; "
+        "DataLock(Path(sys.argv[1])).acquire(); print('holding', flush=True); sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", holding, str(tmp_path / "var")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            second = feedservice("once", "--config", str(config))
+            assert second.returncode == 1
+            assert str(tmp_path / "var" / "feedservice.lock") in second.stderr
+            assert f"another feedservice process {holder.pid} is using" in second.stderr
+            assert "Traceback" not in second.stderr
+            status = feedservice("status", "--config", str(config))
+            assert status.returncode == 0, status.stderr
+            assert any(line.startswith("news") for line in status.stdout.splitlines())
+        finally:
+            holder.kill()  # no clean-up: the kernel releases the lock
+    assert feedservice("once", "--config", str(config)).returncode == 0

@@ -25,6 +25,7 @@ from typing import cast
 import aiohttp
 
 from feedservice.config import Config
+from feedservice.datalock import DataLock
 from feedservice.errors import (
     ConfigError,
     FeedServiceError,
@@ -142,8 +143,13 @@ class App:
         clock: Clock = utc_now,
         rng: random.Random | None = None,
         progress: Callable[[int, int], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.config = config
+        # read_only (`feedservice status`): open the store to read it, beside a running daemon;
+        # no data-folder lock, no source sync, no lease release, no HTTP, no monitor
+        self.read_only = read_only
+        self._data_lock = DataLock(config.service.data_dir)
         self.clock = clock
         self.rng = rng or random.Random()
         self.progress = progress
@@ -204,9 +210,15 @@ class App:
         return svc.database_url or str(svc.data_dir / "feedservice.sqlite3")
 
     async def open(self) -> None:
-        """Open the store (migrating it), register the configured sources, start HTTP.
+        """Take the data folder's lock, open the store (migrating it), register the configured
+        sources, start HTTP.
 
-        Raises StorageError when the database cannot be opened."""
+        Raises StorageError when another process holds the data folder (see
+        :mod:`feedservice.datalock`) or the database cannot be opened."""
+        if self.read_only:
+            self._store = open_store(self.database_location())
+            return
+        self._data_lock.acquire()
         feeds_dir = self.config.service.feeds_dir
         try:
             feeds_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +249,7 @@ class App:
         if self._store is not None:
             self._store.close()
             self._store = None
+        self._data_lock.release()
 
     async def __aenter__(self) -> App:
         try:

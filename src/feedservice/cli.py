@@ -148,7 +148,7 @@ def _print_pass(report: PassReport) -> None:
 
 
 async def _status(config: Config) -> int:
-    async with App(config) as app:
+    async with App(config, read_only=True) as app:
         states = app.source_states()
     now = datetime.now(UTC)
     headers = ["source", "last success", "HTTP", "failures", "next poll", "why", "entries", "error"]
